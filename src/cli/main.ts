@@ -1,0 +1,80 @@
+// The composition root of the `netpold` command: parses arguments and dispatches. No command
+// ever ends with a stack trace: input problems exit 2 with coded messages, internal faults 3.
+import { Command, CommanderError, Option } from 'commander';
+import { NetpoldError } from '../errors.js';
+import { runCheck } from './check.js';
+import { runCompile } from './compile-cmd.js';
+import { runDemo } from './demo.js';
+import { runMatrix } from './matrix.js';
+import { EXIT_INPUT, type Io } from './common.js';
+
+const EXIT_INTERNAL = 3;
+
+const stdio: Io = {
+  out: (t) => process.stdout.write(`${t}\n`),
+  err: (t) => process.stderr.write(`${t}\n`),
+};
+
+function build(io: Io, setResult: (code: number) => void): Command {
+  const program = new Command('netpold')
+    .description('Kubernetes NetworkPolicy, compiled and enforced in userspace')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
+    .showHelpAfterError();
+
+  const manifests = () => new Option('--manifests <paths...>', 'YAML/JSON files or folders (recursive)').makeOptionMandatory();
+  const common = (c: Command): Command =>
+    c
+      .addOption(manifests())
+      .option('--allow-errors', 'report manifest errors but evaluate anyway (invalid policies fail closed)')
+      .option('--node <name>', 'node the pods without spec.nodeName run on (node-local traffic)')
+      .option('--json', 'machine-readable output on stdout');
+
+  common(program.command('check'))
+    .description('decide one flow: prints allow/deny and the reason for each direction; exit 0 allowed, 1 denied, 2 input error')
+    .requiredOption('--from <NS/POD|IP>', 'source pod or address')
+    .requiredOption('--to <NS/POD|IP>', 'destination pod or address')
+    .requiredOption('--port <n>', 'destination port')
+    .option('--protocol <TCP|UDP|SCTP>', 'protocol', 'TCP')
+    .option('--family <4|6>', 'address family when both endpoints have both')
+    .action((o) => setResult(runCheck(io, o)));
+
+  common(program.command('matrix'))
+    .description('reachability truth table among all pods with an address of the family')
+    .requiredOption('--port <n>', 'destination port')
+    .option('--protocol <TCP|UDP|SCTP>', 'protocol', 'TCP')
+    .option('--family <4|6>', 'address family', '4')
+    .action((o) => setResult(runMatrix(io, o)));
+
+  common(program.command('compile'))
+    .description('compile the manifests and report the decision structure')
+    .option('--stats', 'sizes (pods, identities, selectors, policies, trie nodes), compile time, heap')
+    .action((o) => setResult(runCompile(io, o)));
+
+  program
+    .command('demo')
+    .description('a guided tour on the embedded example manifests')
+    .option('--manifests <paths...>', 'use these manifests instead of the embedded examples')
+    .action((o) => setResult(runDemo(io, o)));
+
+  return program;
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function run(argv: string[], io: Io = stdio): Promise<number> {
+  let code = 0;
+  try {
+    const program = build(io, (c) => (code = c));
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_INPUT;
+    if (e instanceof NetpoldError) {
+      io.err(`error: ${e.message} [${e.code}]`);
+      return EXIT_INPUT;
+    }
+    io.err(`internal error: ${e instanceof Error ? e.message : String(e)} (set NETPOLD_DEBUG=1 for a stack trace)`);
+    if (process.env.NETPOLD_DEBUG) io.err(e instanceof Error ? (e.stack ?? '') : '');
+    return EXIT_INTERNAL;
+  }
+}

@@ -1,0 +1,49 @@
+// One catalogue of stable error codes. Every code here is documented in the README's error
+// table (test/errors.test.ts fails otherwise). Codes never change meaning once released.
+
+export const ErrorCodes = {
+  NETPOLD_E_USAGE: 'Command-line usage error: a missing or malformed flag. Run the command with --help.',
+  NETPOLD_E_IO: 'A manifest path could not be read. Check that it exists and is readable.',
+  NETPOLD_E_PARSE: 'A manifest file is not valid YAML or JSON. Fix the syntax at the reported line.',
+  NETPOLD_E_OBJECT: 'A document is not a Kubernetes object (missing apiVersion/kind, or not a mapping).',
+  NETPOLD_E_UNKNOWN_FIELD: 'A field the API does not define. Remove it or fix its spelling; netpold never ignores fields.',
+  NETPOLD_E_FIELD_TYPE: 'A field has the wrong type (for example a string where a list is expected).',
+  NETPOLD_E_REQUIRED: 'A required field is missing.',
+  NETPOLD_E_INVALID_VALUE: 'A field has a value the API rejects (name, label, protocol, policyType...).',
+  NETPOLD_E_SELECTOR: 'An invalid label selector: bad key or value, unknown operator, or values that do not fit the operator.',
+  NETPOLD_E_CIDR: 'An invalid ipBlock: malformed CIDR, or an except entry that is not strictly inside its cidr.',
+  NETPOLD_E_PORT: 'An invalid port: out of range, bad named port, endPort without a numeric port or below it.',
+  NETPOLD_E_DUPLICATE: 'The same object (kind, namespace, name) appears twice; the first one is kept.',
+  NETPOLD_E_UNKNOWN_NAMESPACE: 'An object refers to a namespace no manifest declares (built-in namespaces are implied).',
+  NETPOLD_E_IP_CONFLICT: 'Two pods or nodes claim the same IP address; the first one is kept.',
+  NETPOLD_E_UNKNOWN_ENDPOINT: 'A --from/--to argument names no known pod and is not an IP address.',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** An error with a stable code. `message` says what is wrong and, where possible, what to do. */
+export class NetpoldError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'NetpoldError';
+    this.code = code;
+  }
+}
+
+/** A problem found in manifest input, located as precisely as possible. */
+export interface ManifestError {
+  readonly code: ErrorCode;
+  /** File the object came from ('-' when not from a file). */
+  readonly file: string;
+  /** `Kind namespace/name`, or `Kind name` for cluster-scoped kinds; undefined if not known. */
+  readonly object: string | undefined;
+  /** Field path such as `spec.ingress[0].from[1].ipBlock.except[0]`; undefined for whole-object errors. */
+  readonly path: string | undefined;
+  readonly message: string;
+}
+
+export function formatManifestError(e: ManifestError): string {
+  const where = [e.file, e.object, e.path].filter((s) => s !== undefined && s !== '').join(': ');
+  return `${where}: ${e.message} [${e.code}]`;
+}

@@ -1,0 +1,73 @@
+// An open-addressing hash table from an address (4 words) to an int32 value.
+// Lookups allocate nothing and use no string keys: this is the hot path's IP -> endpoint index.
+import type { Family } from './addr.js';
+
+const EMPTY = -1;
+
+export class AddrTable {
+  private readonly mask: number;
+  private readonly keys: Uint32Array; // 4 words per slot
+  private readonly vals: Int32Array; // EMPTY = free slot
+  private readonly fams: Uint8Array;
+  size = 0;
+
+  constructor(capacityHint: number) {
+    let cap = 16;
+    while (cap < capacityHint * 2) cap *= 2; // load factor <= 0.5 keeps probes short
+    this.mask = cap - 1;
+    this.keys = new Uint32Array(cap * 4);
+    this.vals = new Int32Array(cap).fill(EMPTY);
+    this.fams = new Uint8Array(cap);
+  }
+
+  private static hash(family: Family, w: Uint32Array): number {
+    let h = Math.imul(w[0]! ^ family, 0x9e3779b1);
+    if (family === 6) {
+      h = Math.imul(h ^ w[1]!, 0x85ebca6b);
+      h = Math.imul(h ^ w[2]!, 0xc2b2ae35);
+      h = Math.imul(h ^ w[3]!, 0x27d4eb2f);
+    }
+    return (h ^ (h >>> 15)) >>> 0;
+  }
+
+  private matches(slot: number, family: Family, w: Uint32Array): boolean {
+    const k = slot * 4;
+    const keys = this.keys;
+    if (this.fams[slot] !== family || keys[k] !== w[0]) return false;
+    return family === 4 || (keys[k + 1] === w[1] && keys[k + 2] === w[2] && keys[k + 3] === w[3]);
+  }
+
+  /** Inserts if absent; returns the value already present, or EMPTY (-1) if inserted. */
+  insert(family: Family, w: Uint32Array, value: number): number {
+    if (value < 0) throw new RangeError('AddrTable values must be >= 0');
+    if ((this.size + 1) * 2 > this.mask + 1) throw new RangeError('AddrTable over capacity');
+    let slot = AddrTable.hash(family, w) & this.mask;
+    for (;;) {
+      const v = this.vals[slot]!;
+      if (v === EMPTY) {
+        const k = slot * 4;
+        this.keys[k] = w[0]!;
+        this.keys[k + 1] = family === 6 ? w[1]! : 0;
+        this.keys[k + 2] = family === 6 ? w[2]! : 0;
+        this.keys[k + 3] = family === 6 ? w[3]! : 0;
+        this.fams[slot] = family;
+        this.vals[slot] = value;
+        this.size++;
+        return EMPTY;
+      }
+      if (this.matches(slot, family, w)) return v;
+      slot = (slot + 1) & this.mask;
+    }
+  }
+
+  /** The value for an address, or -1. */
+  get(family: Family, w: Uint32Array): number {
+    let slot = AddrTable.hash(family, w) & this.mask;
+    for (;;) {
+      const v = this.vals[slot]!;
+      if (v === EMPTY) return EMPTY;
+      if (this.matches(slot, family, w)) return v;
+      slot = (slot + 1) & this.mask;
+    }
+  }
+}
