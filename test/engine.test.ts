@@ -3,11 +3,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ClusterState } from '../src/model/types.js';
-import { compile } from '../src/policy/compile.js';
+import { Compiler, compile } from '../src/policy/compile.js';
 import { Decision, FlowKey, decide } from '../src/policy/decide.js';
 import { flowFromText, reportDecision, type DecisionReport } from '../src/policy/explain.js';
 import { referenceDecide, type RefFlow, type RefResult } from '../src/policy/reference.js';
-import { arbClusterWithFlows } from './support/arbitraries.js';
+import { POD_LABEL_VOCAB, arbClusterWithFlows, arbLabels } from './support/arbitraries.js';
 import { cases } from './support/cases.js';
 
 function engineReport(state: ClusterState, f: RefFlow, localNode?: string): DecisionReport {
@@ -85,6 +85,51 @@ describe('engine: property test against the reference evaluator', () => {
         expect(again.reverse()).toEqual(first);
       }),
       { numRuns: 100 },
+    );
+  });
+});
+
+describe('engine: pod-only recompiles reuse the previous compile and agree with a fresh one', () => {
+  it('relabelled and removed pods give the same decisions as compiling from scratch', () => {
+    const edit = fc.array(fc.oneof(fc.constant<'keep'>('keep'), fc.constant<'drop'>('drop'), arbLabels(POD_LABEL_VOCAB)), { maxLength: 12 });
+    fc.assert(
+      fc.property(arbClusterWithFlows(24), fc.array(edit, { minLength: 1, maxLength: 3 }), ({ cluster, flows }, steps) => {
+        const compiler = new Compiler();
+        compiler.compile(cluster);
+        let current = cluster;
+        for (const step of steps) {
+          const pods = current.pods.flatMap((p, i) => {
+            const e = step[i] ?? 'keep';
+            if (e === 'keep') return [p];
+            if (e === 'drop') return [];
+            return [{ ...p, labels: e }];
+          });
+          current = { ...current, pods };
+          const inc = compiler.compile(current);
+          expect(inc.stats.incremental).toBe(true);
+          const fresh = compile(current);
+          const key = new FlowKey();
+          for (const f of flows) {
+            flowFromText(key, f.protocol, f.srcIp, f.dstIp, f.dstPort);
+            const a = asRef(reportDecision(inc, decide(inc, key, new Decision())));
+            const b = asRef(reportDecision(fresh, decide(fresh, key, new Decision())));
+            expect(a, `${f.srcIp} -> ${f.dstIp}:${f.dstPort}/${f.protocol}`).toEqual(b);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a namespace or policy change takes the full path', () => {
+    fc.assert(
+      fc.property(arbClusterWithFlows(1), ({ cluster }) => {
+        const compiler = new Compiler();
+        compiler.compile(cluster);
+        expect(compiler.compile({ ...cluster, policies: cluster.policies.slice().reverse() }).stats.incremental).toBe(cluster.policies.length <= 1);
+        expect(compiler.compile({ ...cluster, namespaces: cluster.namespaces.map((n) => ({ ...n })) }).stats.incremental).toBe(false);
+      }),
+      { numRuns: 50 },
     );
   });
 });

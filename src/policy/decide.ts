@@ -144,7 +144,7 @@ function matchGroup(
       const peer = peers[i]!;
       if (peer.blockId >= 0) {
         if (marks[peer.blockId] === stamp) return rule;
-      } else if (peerId >= 0 && peer.set.has(peerId)) {
+      } else if (peerId >= 0 && snap.sets[peer.slot]!.has(peerId)) {
         return rule;
       }
     }

@@ -41,6 +41,44 @@ export class IdSet {
     return new IdSet(KIND_SORTED, 0, NO_WORDS, Uint32Array.from(ids), n);
   }
 
+  /** The members, ascending (compile-time use only). */
+  toArray(): number[] {
+    switch (this.kind) {
+      case KIND_DENSE: {
+        const out: number[] = [];
+        for (let w = 0; w < this.words.length; w++) {
+          let bits = this.words[w]!;
+          while (bits !== 0) {
+            const b = 31 - Math.clz32(bits & -bits);
+            out.push(this.base + w * 32 + b);
+            bits &= bits - 1;
+          }
+        }
+        return out;
+      }
+      case KIND_SORTED:
+        return Array.from(this.ids);
+      case KIND_ALL:
+        throw new Error('IdSet.ALL has no finite member list');
+      default:
+        return [];
+    }
+  }
+
+  /** A new set with `id` added (this one is unchanged: snapshots share sets). */
+  with(id: number): IdSet {
+    if (this.kind === KIND_ALL || this.has(id)) return this;
+    const ids = this.toArray();
+    let i = ids.length;
+    ids.push(id);
+    while (i > 0 && ids[i - 1]! > id) {
+      ids[i] = ids[i - 1]!;
+      i--;
+    }
+    ids[i] = id;
+    return IdSet.fromSorted(ids);
+  }
+
   has(id: number): boolean {
     switch (this.kind) {
       case KIND_DENSE: {

@@ -15,10 +15,14 @@ export interface CompiledPort {
   readonly nameId: number;
 }
 
-/** One `from`/`to` entry: either an ipBlock (blockId >= 0) or a selector over identities. */
+/**
+ * One `from`/`to` entry: either an ipBlock (blockId >= 0) or a selector, whose identity set is
+ * `PolicySnapshot.sets[slot]`. Rules name slots rather than sets so that a pod-only recompile
+ * can update a set without rebuilding the rules that use it.
+ */
 export interface CompiledPeer {
   readonly blockId: number;
-  readonly set: IdSet;
+  readonly slot: number;
 }
 
 export interface CompiledRule {
@@ -74,6 +78,8 @@ export interface SnapshotStats {
   trieNodes: number;
   trieBytes: number;
   compileMs: number;
+  /** True when only pods changed and the previous compile's work was reused. */
+  incremental: boolean;
 }
 
 export interface PolicySnapshot {
@@ -98,6 +104,8 @@ export interface PolicySnapshot {
   readonly egressGroupOf: Int32Array;
   readonly groups: readonly RuleGroup[];
   readonly policies: readonly CompiledPolicy[];
+  /** Identity sets of the selector peers, by slot (deduplicated: one per distinct selector). */
+  readonly sets: readonly IdSet[];
 
   readonly trie4: CidrTrie;
   readonly trie6: CidrTrie;

@@ -96,7 +96,7 @@ function inCidr(ip: string, cidr: string): boolean {
 // ---------------------------------------------------------------------------------------------
 // Labels and selectors
 
-function arbLabels(vocab: Readonly<Record<string, readonly string[]>>): fc.Arbitrary<Labels> {
+export function arbLabels(vocab: Readonly<Record<string, readonly string[]>>): fc.Arbitrary<Labels> {
   const model: Record<string, fc.Arbitrary<string>> = {};
   for (const [k, vs] of Object.entries(vocab)) model[k] = fc.constantFrom(...vs);
   return fc.record(model, { requiredKeys: [] }).map((r) => {

@@ -2,7 +2,8 @@
 // of which it is a subset, so duplicate keys and syntax errors get line numbers too),
 // multi-document streams, and List expansion.
 import { parseAllDocuments } from 'yaml';
-import { isRecord, type Reporter, show } from './report.js';
+import type { ManifestError } from '../../errors.js';
+import { isRecord, Reporter, show } from './report.js';
 
 /** One object found in a file, before validation. */
 export interface RawObject {
@@ -24,39 +25,64 @@ const MAX_KIND_CHARS = 256;
  * YAML 1.2 core schema, as JSON-compatible as YAML gets, plus `<<` merge keys (kubectl's YAML
  * parser supports them). Duplicate keys are errors, as with the API server's strict decoding.
  */
-const PARSE_OPTIONS = { uniqueKeys: true, maxAliasCount: MAX_ALIASES, prettyErrors: true, merge: true } as const;
+const PARSE_OPTIONS = {
+  uniqueKeys: true,
+  maxAliasCount: MAX_ALIASES,
+  prettyErrors: true,
+  merge: true,
+  // No process warnings on stderr (e.g. for a mapping used as a key): problems are reported
+  // as errors by the validation that follows, never as side effects.
+  logLevel: 'error',
+} as const;
 
-export function parseManifestText(r: Reporter, text: string): RawObject[] {
+type YamlDocument = ReturnType<typeof parseAllDocuments>[number];
+
+/** The problems and objects of one document, in document order. */
+export interface ParsedDocument {
+  readonly errors: readonly ManifestError[];
+  readonly objects: readonly RawObject[];
+}
+
+/** Parses one file's text into its documents. Never throws. */
+export function parseManifestText(file: string, text: string): ParsedDocument[] {
   if (text.length > MAX_FILE_CHARS) {
+    const r = new Reporter(file, undefined);
     r.error('NETPOLD_E_PARSE', undefined, `file of ${text.length} characters exceeds the ${MAX_FILE_CHARS}-character limit`);
-    return [];
+    return [{ errors: r.errors, objects: [] }];
   }
-  const out: RawObject[] = [];
   let docs: ReturnType<typeof parseAllDocuments>;
   try {
     docs = parseAllDocuments(text.startsWith('\uFEFF') ? text.slice(1) : text, PARSE_OPTIONS);
   } catch (e) {
+    const r = new Reporter(file, undefined);
     r.error('NETPOLD_E_PARSE', undefined, `cannot parse the file as YAML or JSON: ${errorText(e)}`);
-    return [];
+    return [{ errors: r.errors, objects: [] }];
   }
+  const out: ParsedDocument[] = [];
   let n = 0;
   for (const doc of docs) {
     n++;
-    const where = `document ${n}`;
-    if (doc.errors.length > 0) {
-      for (const err of doc.errors) r.error('NETPOLD_E_PARSE', undefined, `YAML/JSON syntax error in ${where}: ${firstLine(err.message)}`);
-      continue;
-    }
-    let value: unknown;
-    try {
-      value = doc.toJS({ maxAliasCount: MAX_ALIASES });
-    } catch (e) {
-      r.error('NETPOLD_E_PARSE', undefined, `cannot read ${where}: ${errorText(e)}`);
-      continue;
-    }
-    collectObjects(r, value, where, undefined, 0, out);
+    const r = new Reporter(file, undefined);
+    const objects: RawObject[] = [];
+    readDocument(r, doc, `document ${n}`, objects);
+    out.push({ errors: r.errors, objects });
   }
   return out;
+}
+
+function readDocument(r: Reporter, doc: YamlDocument, where: string, out: RawObject[]): void {
+  if (doc.errors.length > 0) {
+    for (const err of doc.errors) r.error('NETPOLD_E_PARSE', undefined, `YAML/JSON syntax error in ${where}: ${firstLine(err.message)}`);
+    return;
+  }
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (e) {
+    r.error('NETPOLD_E_PARSE', undefined, `cannot read ${where}: ${errorText(e)}`);
+    return;
+  }
+  collectObjects(r, value, where, undefined, 0, out);
 }
 
 interface ListDefaults {

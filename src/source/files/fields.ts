@@ -29,9 +29,13 @@ export function checkFields(
   }
 }
 
+/** Suggests an allowed field differing only in case or by a plural 's' (`label` -> `labels`). */
 function caseHint(key: string, allowed: readonly string[]): string | undefined {
   const lower = key.toLowerCase();
-  const match = allowed.find((a) => a.toLowerCase() === lower);
+  const match = allowed.find((a) => {
+    const al = a.toLowerCase();
+    return al === lower || al === `${lower}s` || `${al}s` === lower;
+  });
   return match === undefined ? undefined : `did you mean ${match}?`;
 }
 

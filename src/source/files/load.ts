@@ -5,7 +5,7 @@ import type { ManifestError } from '../../errors.js';
 import type { ClusterState, NamespaceInfo, NodeInfo, PodInfo, PolicySpec } from '../../model/types.js';
 import { parseManifestText, type RawObject } from './documents.js';
 import { readManifestFiles } from './files.js';
-import { DEFAULT_NAMESPACE, isNamespaced, type ReadKind, readMetadata } from './metadata.js';
+import { DEFAULT_NAMESPACE, isNamespaced, type Meta, type ReadKind, readMetadata } from './metadata.js';
 import { readNetworkPolicy } from './networkpolicy.js';
 import { impliedNamespace, readNamespace, readNode, readPod } from './objects.js';
 import { get, isRecord, Reporter, show } from './report.js';
@@ -50,6 +50,8 @@ interface Entry {
   readonly kind: ReadKind;
   readonly reporter: Reporter;
   readonly where: string;
+  /** metadata.name when it is a string (possibly invalid). */
+  readonly name: string | undefined;
   /** `kind/namespace/name` for duplicate detection; undefined when the name is unknown. */
   readonly key: string | undefined;
   /** Namespaced kinds: the (valid) namespace. */
@@ -63,26 +65,30 @@ interface SkippedKind {
 }
 
 function load(docs: readonly { file: string; text: string }[], preErrors: readonly ManifestError[]): LoadResult {
-  const errors: ManifestError[] = [...preErrors];
+  // Errors are reported in input order: per document, its parse errors then its objects' errors
+  // (cross-object errors found later are attached to the object they drop).
+  const timeline: (readonly ManifestError[] | Entry)[] = [];
   const entries: Entry[] = [];
   const skipped = new Map<string, SkippedKind>();
-  const safe = safeDocs(docs);
-  for (const doc of safe) {
-    const fileReporter = new Reporter(doc.file, undefined);
-    const raws = parseManifestText(fileReporter, doc.text);
-    errors.push(...fileReporter.errors);
-    for (const raw of raws) {
-      const entry = readObject(raw, skipped, errors);
-      if (entry !== undefined) entries.push(entry);
+  for (const doc of safeDocs(docs)) {
+    for (const parsed of parseManifestText(doc.file, doc.text)) {
+      timeline.push(parsed.errors);
+      for (const raw of parsed.objects) {
+        const read = readObject(raw, skipped);
+        if (read === undefined) continue;
+        timeline.push(read);
+        if (isEntry(read)) entries.push(read);
+      }
     }
   }
   const state = assemble(entries);
-  const notices = [...skippedNotices(skipped)];
-  for (const e of entries) {
-    errors.push(...e.reporter.errors);
-    if (e.value !== undefined) notices.push(...e.reporter.notices);
-  }
-  return { state, errors: sortByFile(errors, safe), notices };
+  const errors = [...preErrors, ...timeline.flatMap((t) => (isEntry(t) ? t.reporter.errors : t))];
+  const notices = [...skippedNotices(skipped), ...entries.flatMap((e) => (e.value === undefined ? [] : e.reporter.notices))];
+  return { state, errors, notices };
+}
+
+function isEntry(x: readonly ManifestError[] | Entry): x is Entry {
+  return 'reporter' in x;
 }
 
 /** Input from callers is trusted to be typed, but never to be well-formed. */
@@ -96,7 +102,8 @@ function safeDocs(docs: readonly { file: string; text: string }[]): { file: stri
   });
 }
 
-function readObject(raw: RawObject, skipped: Map<string, SkippedKind>, errors: ManifestError[]): Entry | undefined {
+/** An entry for an object of a read kind; errors alone for one that cannot be read; undefined for a skipped kind. */
+function readObject(raw: RawObject, skipped: Map<string, SkippedKind>): Entry | readonly ManifestError[] | undefined {
   const kind = READ_KIND_NAMES.find((k) => k === raw.kind);
   if (kind === undefined) {
     tallySkipped(skipped, raw);
@@ -110,8 +117,7 @@ function readObject(raw: RawObject, skipped: Map<string, SkippedKind>, errors: M
       'apiVersion',
       `netpold reads ${kind} from apiVersion ${expected} only, got ${show(raw.apiVersion)}; the object is not read`,
     );
-    errors.push(...r.errors);
-    return undefined;
+    return r.errors;
   }
   const meta = readMetadata(r, get(raw.value, 'metadata'), kind);
   let value = readKind(kind, r, raw.value, meta);
@@ -121,10 +127,10 @@ function readObject(raw: RawObject, skipped: Map<string, SkippedKind>, errors: M
   const key = meta.name === undefined || (isNamespaced(kind) && namespace === undefined)
     ? undefined
     : `${kind}/${namespace ?? ''}/${meta.name}`;
-  return { kind, reporter: r, where: raw.where, key, namespace, value };
+  return { kind, reporter: r, where: raw.where, name: meta.name, key, namespace, value };
 }
 
-function readKind(kind: ReadKind, r: Reporter, obj: Record<string, unknown>, meta: ReturnType<typeof readMetadata>): Value | undefined {
+function readKind(kind: ReadKind, r: Reporter, obj: Record<string, unknown>, meta: Meta): Value | undefined {
   switch (kind) {
     case 'Namespace':
       return readNamespace(r, obj, meta);
@@ -146,7 +152,7 @@ function objectRef(kind: ReadKind, raw: RawObject): string {
   const name = clipName(rawName);
   if (!isNamespaced(kind)) return `${kind} ${name}`;
   const rawNs = isRecord(meta) ? get(meta, 'namespace') : undefined;
-  const ns = rawNs === undefined || rawNs === null ? DEFAULT_NAMESPACE : typeof rawNs === 'string' ? clipName(rawNs) : '?';
+  const ns = rawNs === undefined || rawNs === null || rawNs === '' ? DEFAULT_NAMESPACE : typeof rawNs === 'string' ? clipName(rawNs) : '?';
   return `${kind} ${ns}/${name}`;
 }
 
@@ -208,8 +214,7 @@ function collectNamespaces(entries: Entry[]): Map<string, NamespaceInfo> {
   const declared = new Set<string>();
   for (const e of entries) {
     if (e.kind !== 'Namespace') continue;
-    const name = e.key?.split('/')[2];
-    if (name !== undefined) declared.add(name);
+    if (e.name !== undefined) declared.add(e.name);
     if (e.value !== undefined) out.set((e.value as NamespaceInfo).name, e.value as NamespaceInfo);
   }
   for (const name of BUILTIN_NAMESPACES) {
@@ -220,7 +225,7 @@ function collectNamespaces(entries: Entry[]): Map<string, NamespaceInfo> {
 
 /** Objects in a namespace no manifest declares are dropped (a policy there would select no pods anyway). */
 function dropUnknownNamespaces(entries: Entry[], namespaces: Map<string, NamespaceInfo>): void {
-  const invalid = new Set(entries.flatMap((e) => (e.kind === 'Namespace' && e.value === undefined && e.key !== undefined ? [e.key.split('/')[2] ?? ''] : [])));
+  const invalid = new Set(entries.flatMap((e) => (e.kind === 'Namespace' && e.value === undefined && e.name !== undefined ? [e.name] : [])));
   for (const e of entries) {
     if (e.value === undefined || e.namespace === undefined || namespaces.has(e.namespace)) continue;
     e.value = undefined;
@@ -289,16 +294,3 @@ function ipConflict(ip: string, nodeOf: Map<string, string>, podOf: Map<string, 
   return undefined;
 }
 
-// ---------------------------------------------------------------------------------------------
-
-/** Errors grouped by file in input order (unreadable paths first), stable within a file. */
-function sortByFile(errors: ManifestError[], docs: readonly { file: string; text: string }[]): ManifestError[] {
-  const rank = new Map<string, number>();
-  docs.forEach((d, i) => {
-    if (!rank.has(d.file)) rank.set(d.file, i);
-  });
-  return errors
-    .map((e, i) => ({ e, i, r: rank.get(e.file) ?? -1 }))
-    .sort((a, b) => a.r - b.r || a.i - b.i)
-    .map((x) => x.e);
-}

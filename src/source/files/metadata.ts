@@ -76,11 +76,14 @@ function readName(r: Reporter, rec: Record<string, unknown>, kind: ReadKind): { 
   return { name, nameValid: true };
 }
 
-/** kubectl puts an object without metadata.namespace in `default` (its current context's default). */
+/**
+ * kubectl puts an object without metadata.namespace (or with an empty one) in `default`, its
+ * context's default namespace; netpold has no context, so it is always `default`.
+ */
 function readNamespaceField(r: Reporter, v: unknown): string | undefined {
   const path = 'metadata.namespace';
+  if (isAbsent(v) || v === '') return DEFAULT_NAMESPACE;
   const ns = readOptionalString(r, v, path);
-  if (isAbsent(v)) return DEFAULT_NAMESPACE;
   if (ns === undefined) return undefined;
   const problem = dns1123LabelProblem(ns);
   if (problem !== undefined) {
