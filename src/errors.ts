@@ -17,6 +17,10 @@ export const ErrorCodes = {
   NETPOLD_E_UNKNOWN_NAMESPACE: 'An object refers to a namespace no manifest declares (built-in namespaces are implied).',
   NETPOLD_E_IP_CONFLICT: 'Two pods or nodes claim the same IP address; the first one is kept.',
   NETPOLD_E_UNKNOWN_ENDPOINT: 'A --from/--to argument names no known pod and is not an IP address.',
+  NETPOLD_E_NATIVE: 'The native addon (native/build/Release/netpold_native.node) is missing or cannot be loaded. Run npm ci (needs python3, make, g++).',
+  NETPOLD_E_LAB: 'The network-namespace lab failed: missing root, ip or nft, addresses outside the test ranges, an existing lab, or a step that failed.',
+  NETPOLD_E_INTERCEPTION: 'Installing or updating the nftables table or the policy routing failed (needs root, nftables with tproxy and socket expressions, iproute2).',
+  NETPOLD_E_FLOW_TABLE_FULL: 'A new flow was refused because the flow table is full and no flow was idle; raise --flow-table-size.',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -4,8 +4,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { NetpoldError } from '../errors.js';
 import { runCheck } from './check.js';
 import { runCompile } from './compile-cmd.js';
+import { registerAgent } from './agent.js';
 import { runDemo } from './demo.js';
 import { runMatrix } from './matrix.js';
+import { registerLab } from './lab.js';
 import { EXIT_INPUT, type Io } from './common.js';
 
 const EXIT_INTERNAL = 3;
@@ -56,6 +58,9 @@ function build(io: Io, setResult: (code: number) => void): Command {
     .description('a guided tour on the embedded example manifests')
     .option('--manifests <paths...>', 'use these manifests instead of the embedded examples')
     .action((o) => setResult(runDemo(io, o)));
+
+  registerLab(program, io, setResult);
+  registerAgent(program, io, setResult);
 
   return program;
 }

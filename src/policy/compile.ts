@@ -78,7 +78,8 @@ interface Base {
 
   readonly nsIndex: ReadonlyMap<string, number>;
   readonly namespaces: readonly NsEntry[];
-  readonly identityByKey: Map<string, number>;
+  /** Per namespace index: label-set key -> identity (copied on write by pod-only recompiles). */
+  readonly identityByNs: (Map<string, number> | undefined)[];
   readonly identities: Identity[];
   readonly identityNs: number[];
   readonly peerDefs: readonly PeerDef[];
@@ -230,16 +231,24 @@ export class Compiler {
       if (p.hostNetwork) continue; // "host-network pods are never selected"
       (podsByNs[addNs(p.namespace, {})] ??= []).push(p);
     }
-    const identityByKey = new Map<string, number>();
+    const identityByNs: Map<string, number>[] = [];
     const identities: Identity[] = [];
     const identityNs: number[] = [];
     const postings = new Map<string, number[]>();
     for (let n = 0; n < namespaces.length; n++) {
+      const byLabels = (identityByNs[n] = new Map<string, number>());
       for (const pod of podsByNs[n] ?? []) {
-        const key = `${n}\u0001${this.labelsKey(pod.labels)}`;
-        if (identityByKey.has(key)) continue;
+        const key = this.labelsKey(pod.labels);
+        const memo = this.memoOf(pod);
+        memo.gen = gen;
+        const known = byLabels.get(key);
+        if (known !== undefined) {
+          memo.identity = known;
+          continue;
+        }
         const id = identities.length;
-        identityByKey.set(key, id);
+        memo.identity = id;
+        byLabels.set(key, id);
         identities.push({ id, namespace: namespaces[n]!.name, labels: pod.labels });
         identityNs.push(n);
         namespaces[n]!.identities.push(id);
@@ -340,7 +349,7 @@ export class Compiler {
       localNode,
       nsIndex,
       namespaces,
-      identityByKey,
+      identityByNs,
       identities,
       identityNs,
       peerDefs: resolver.defs,
@@ -432,12 +441,13 @@ export class Compiler {
   /** The pod's identity; a label set seen for the first time becomes a new identity. */
   private identityOf(base: Base, pod: PodInfo): number {
     const nsI = base.nsIndex.get(pod.namespace)!;
-    const key = `${nsI}\u0001${this.labelsKey(pod.labels)}`;
-    const known = base.identityByKey.get(key);
+    const key = this.labelsKey(pod.labels);
+    const byLabels = base.identityByNs[nsI];
+    const known = byLabels?.get(key);
     if (known !== undefined) return known;
 
     const id = base.identities.length;
-    base.identityByKey.set(key, id);
+    base.identityByNs[nsI] = new Map(byLabels).set(key, id);
     base.identities.push({ id, namespace: pod.namespace, labels: pod.labels });
     base.identityNs.push(nsI);
     // Every selector is asked once about the new label set...
@@ -464,7 +474,7 @@ export class Compiler {
 function copyBase(b: Base): Base {
   return {
     ...b,
-    identityByKey: new Map(b.identityByKey),
+    identityByNs: b.identityByNs.slice(),
     identities: b.identities.slice(),
     identityNs: b.identityNs.slice(),
     sets: b.sets.slice(),

@@ -1,0 +1,104 @@
+// The agent: a state source feeding compile, the data plane enforcing the newest good
+// snapshot, and kernel interception for the pods of this node. Wired in one place (here),
+// with every collaborator passed in.
+//
+// Fail-closed phases:
+// - before the first usable state: interception redirects all forwarded TCP/UDP traffic to the
+//   agent, which refuses every flow;
+// - running: a state that cannot be read as a whole (broken YAML, unreadable file) is not
+//   applied, the last good snapshot stays enforced; an invalid policy inside a readable state
+//   is applied failing closed (its pods stay isolated, no rule of it opens anything);
+// - stopping: listeners close, live flows are reset, interception is removed (traffic then
+//   flows without enforcement: the node's normal forwarding).
+import { formatManifestError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ClusterState } from '../model/types.js';
+import { Compiler } from '../policy/compile.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import type { Interception, PodAddresses } from '../dataplane/interception.js';
+import type { SourceUpdate, StateSource } from '../source/source.js';
+
+export interface AgentOptions {
+  readonly nodeName: string | undefined;
+}
+
+/** Everything: the fail-closed interception before any state is known. */
+export const ALL_ADDRESSES: PodAddresses = { v4: ['0.0.0.0/0'], v6: ['::/0'] };
+
+export class Agent {
+  private readonly compiler = new Compiler();
+  private revision = 0;
+  private podKey = '';
+  private readyLogged = false;
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly source: StateSource,
+    private readonly dataplane: Dataplane,
+    private readonly interception: Interception,
+    private readonly log: Logger,
+    private readonly options: AgentOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.interception.setup(ALL_ADDRESSES);
+    await this.dataplane.start();
+    this.log.info({ port: 'listening' }, 'interception installed; refusing all flows until a policy state is compiled');
+    await this.source.start((u) => {
+      // Updates are applied one at a time, in order.
+      this.queue = this.queue.then(() => this.apply(u)).catch((e: unknown) => {
+        this.log.error({ error: e instanceof Error ? e.message : String(e) }, 'applying a state update failed; the last good snapshot stays enforced');
+      });
+    });
+    await this.queue;
+  }
+
+  async stop(): Promise<void> {
+    await this.source.stop();
+    await this.queue;
+    await this.dataplane.stop();
+    const problems = await this.interception.teardown();
+    for (const p of problems) this.log.warn({ problem: p }, 'interception teardown');
+    this.log.info({}, 'stopped: interception removed');
+  }
+
+  private async apply(u: SourceUpdate): Promise<void> {
+    for (const e of u.errors) this.log.error({ code: e.code, file: e.file, object: e.object, path: e.path }, formatManifestError(e));
+    if (u.unusable) {
+      this.log.error({ errors: u.errors.length, revision: this.dataplane.revision }, 'manifests could not be read as a whole; keeping the last good snapshot');
+      return;
+    }
+    const snap = this.compiler.compile(u.state, { revision: ++this.revision, localNode: this.options.nodeName });
+    this.dataplane.setSnapshot(snap);
+    this.log.info({ revision: snap.revision, ...snap.stats }, 'snapshot enforced');
+    const pods = localPodAddresses(u.state, this.options.nodeName);
+    const key = `${pods.v4.join(',')}|${pods.v6.join(',')}`;
+    if (key !== this.podKey) {
+      await this.interception.updatePods(pods);
+      this.podKey = key;
+      this.log.info({ v4: pods.v4.length, v6: pods.v6.length }, 'intercepting the pods of this node');
+    }
+    if (!this.readyLogged) {
+      this.readyLogged = true;
+      this.log.info({ revision: snap.revision }, 'ready');
+    }
+  }
+}
+
+/**
+ * The pods whose traffic this node intercepts: pods with `spec.nodeName` equal to the node's
+ * name, or every pod when no pod names a node (a single-node setup from manifests).
+ */
+export function localPodAddresses(state: ClusterState, nodeName: string | undefined): PodAddresses {
+  const anyNode = state.pods.some((p) => p.node !== undefined);
+  const v4: string[] = [];
+  const v6: string[] = [];
+  for (const p of state.pods) {
+    if (p.hostNetwork) continue;
+    if (anyNode && p.node !== nodeName) continue;
+    for (const ip of p.ips) (ip.includes(':') ? v6 : v4).push(ip);
+  }
+  v4.sort();
+  v6.sort();
+  return { v4, v6 };
+}

@@ -1,0 +1,177 @@
+// The connection-tracking table: every live flow the agent relays, with the verdict and the
+// snapshot revision it was decided under. Only a flow's first packet is decided; later packets
+// of a UDP flow find their entry here by 5-tuple (numeric hash, no string keys).
+//
+// Bounded: when full, idle flows (no traffic for `idleMs`) are evicted first, oldest first;
+// if none is idle the new flow is refused (counted, and the caller logs it): never a crash and
+// never an allow without a decision.
+import type { Family } from '../policy/addr.js';
+import type { FlowKey } from '../policy/decide.js';
+
+export type FlowState = 'pending' | 'allowed' | 'denied' | 'closed';
+
+export class FlowEntry {
+  slot = -1;
+  proto = 0;
+  family: Family = 4;
+  readonly src = new Uint32Array(4);
+  readonly dst = new Uint32Array(4);
+  srcPort = 0;
+  dstPort = 0;
+  state: FlowState = 'pending';
+  /** Snapshot revision of the last decision. */
+  revision = 0;
+  lastSeen = 0;
+  /** Set by the relay: closes the flow's sockets (reset for TCP). */
+  close: (reason: string) => void = () => {};
+
+  /** Copies the entry's 5-tuple into a FlowKey (for re-decisions). */
+  toKey(key: FlowKey): FlowKey {
+    key.proto = this.proto;
+    key.family = this.family;
+    key.src.set(this.src);
+    key.dst.set(this.dst);
+    key.srcPort = this.srcPort;
+    key.dstPort = this.dstPort;
+    return key;
+  }
+}
+
+export interface FlowTableStats {
+  entries: number;
+  lookups: number;
+  hits: number;
+  evictions: number;
+  refusals: number;
+}
+
+export class FlowTable {
+  private readonly entries: (FlowEntry | undefined)[];
+  private readonly next: Int32Array; // chain links per slot
+  private readonly buckets: Int32Array;
+  private readonly free: number[] = [];
+  readonly stats: FlowTableStats = { entries: 0, lookups: 0, hits: 0, evictions: 0, refusals: 0 };
+
+  constructor(
+    readonly capacity: number,
+    /** A flow with no traffic for this long may be evicted to make room. */
+    readonly idleMs: number,
+  ) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('flow table capacity must be a positive integer');
+    this.entries = new Array(capacity);
+    this.next = new Int32Array(capacity).fill(-1);
+    let nb = 16;
+    while (nb < capacity) nb *= 2;
+    this.buckets = new Int32Array(nb).fill(-1);
+    for (let i = capacity - 1; i >= 0; i--) this.free.push(i);
+  }
+
+  get size(): number {
+    return this.stats.entries;
+  }
+
+  private static hash(proto: number, family: number, src: Uint32Array, dst: Uint32Array, sport: number, dport: number): number {
+    let h = Math.imul(proto ^ (family << 8) ^ (sport << 16) ^ dport, 0x9e3779b1);
+    for (let i = 0; i < 4; i++) {
+      h = Math.imul(h ^ src[i]!, 0x85ebca6b);
+      h = Math.imul(h ^ dst[i]!, 0xc2b2ae35);
+    }
+    return (h ^ (h >>> 16)) >>> 0;
+  }
+
+  private bucketOf(proto: number, family: number, src: Uint32Array, dst: Uint32Array, sport: number, dport: number): number {
+    return FlowTable.hash(proto, family, src, dst, sport, dport) & (this.buckets.length - 1);
+  }
+
+  /** The live entry for this 5-tuple, if any. Allocates nothing. */
+  lookup(key: FlowKey, now: number): FlowEntry | undefined {
+    this.stats.lookups++;
+    let s = this.buckets[this.bucketOf(key.proto, key.family, key.src, key.dst, key.srcPort, key.dstPort)]!;
+    while (s >= 0) {
+      const e = this.entries[s]!;
+      if (
+        e.proto === key.proto && e.family === key.family && e.srcPort === key.srcPort && e.dstPort === key.dstPort &&
+        e.src[0] === key.src[0] && e.dst[0] === key.dst[0] &&
+        (key.family === 4 || (e.src[1] === key.src[1] && e.src[2] === key.src[2] && e.src[3] === key.src[3] &&
+          e.dst[1] === key.dst[1] && e.dst[2] === key.dst[2] && e.dst[3] === key.dst[3]))
+      ) {
+        this.stats.hits++;
+        e.lastSeen = now;
+        return e;
+      }
+      s = this.next[s]!;
+    }
+    return undefined;
+  }
+
+  /**
+   * Registers a new flow in state `pending`, before its first decision (so a policy change
+   * that happens meanwhile re-evaluates it too). Returns undefined when the table is full and
+   * nothing could be evicted: the caller must refuse the flow.
+   */
+  register(key: FlowKey, now: number): FlowEntry | undefined {
+    if (this.free.length === 0 && !this.evictIdle(now)) {
+      this.stats.refusals++;
+      return undefined;
+    }
+    const slot = this.free.pop()!;
+    const e = new FlowEntry();
+    e.slot = slot;
+    e.proto = key.proto;
+    e.family = key.family;
+    e.src.set(key.src);
+    e.dst.set(key.dst);
+    e.srcPort = key.srcPort;
+    e.dstPort = key.dstPort;
+    e.lastSeen = now;
+    const b = this.bucketOf(e.proto, e.family, e.src, e.dst, e.srcPort, e.dstPort);
+    this.next[slot] = this.buckets[b]!;
+    this.buckets[b] = slot;
+    this.entries[slot] = e;
+    this.stats.entries++;
+    return e;
+  }
+
+  /** Removes an entry (idempotent). Does not close it: the relay does that. */
+  remove(e: FlowEntry): void {
+    const slot = e.slot;
+    if (slot < 0 || this.entries[slot] !== e) return;
+    const b = this.bucketOf(e.proto, e.family, e.src, e.dst, e.srcPort, e.dstPort);
+    let s = this.buckets[b]!;
+    let prev = -1;
+    while (s >= 0 && s !== slot) {
+      prev = s;
+      s = this.next[s]!;
+    }
+    if (s === slot) {
+      if (prev < 0) this.buckets[b] = this.next[slot]!;
+      else this.next[prev] = this.next[slot]!;
+    }
+    this.next[slot] = -1;
+    this.entries[slot] = undefined;
+    this.free.push(slot);
+    e.slot = -1;
+    this.stats.entries--;
+  }
+
+  /** Evicts the least recently seen idle flow, closing it. */
+  private evictIdle(now: number): boolean {
+    let victim: FlowEntry | undefined;
+    for (const e of this.entries) {
+      if (e && now - e.lastSeen >= this.idleMs && (!victim || e.lastSeen < victim.lastSeen)) victim = e;
+    }
+    if (!victim) return false;
+    this.remove(victim);
+    victim.state = 'closed';
+    victim.close('evicted: idle while the flow table was full');
+    this.stats.evictions++;
+    return true;
+  }
+
+  /** Every live entry (a snapshot of the list, so callbacks may remove entries). */
+  all(): FlowEntry[] {
+    const out: FlowEntry[] = [];
+    for (const e of this.entries) if (e) out.push(e);
+    return out;
+  }
+}

@@ -1,0 +1,341 @@
+// The data plane: transparent listeners, the flow table, and the decision of each new flow
+// against the current snapshot. Policy is swapped in with setSnapshot(); live flows are then
+// re-evaluated and those no longer allowed are closed (unless `existingFlows` is 'keep').
+// Until a first snapshot is set, every flow is refused: the agent fails closed.
+import type { Socket } from 'node:net';
+import { FlowTable, type FlowEntry } from '../conntrack/flow-table.js';
+import type { Logger } from '../log.js';
+import { formatAddr, parseAddrInto, PROTO_TCP, PROTO_UDP, protocolName } from '../policy/addr.js';
+import { Decision, FlowKey, decide } from '../policy/decide.js';
+import { reportDecision } from '../policy/explain.js';
+import type { PolicySnapshot } from '../policy/snapshot.js';
+import type { IpFamily, NativeSockets, TcpFlow, TransparentTcpListener, UdpHandle } from './native.js';
+import { relayTcp } from './tcp-relay.js';
+
+export interface DataplaneConfig {
+  /** Port of the transparent listeners on 127.0.0.1 and [::1] (TCP and UDP). */
+  readonly port: number;
+  readonly flowTableSize: number;
+  /** A UDP flow without datagrams for this long is closed. */
+  readonly udpIdleMs: number;
+  readonly existingFlows: 'revalidate' | 'keep';
+  readonly connectTimeoutMs: number;
+  /** Which families to listen on (a host without IPv6 can leave out 6). */
+  readonly families: readonly IpFamily[];
+}
+
+export interface DataplaneCounters {
+  decisions: { allow: number; deny: number };
+  refusedNotReady: number;
+  refusedTableFull: number;
+  closedByPolicyChange: number;
+  upstreamErrors: number;
+  bytesToServer: number;
+  bytesToClient: number;
+  udpDropped: number;
+}
+
+interface UdpFlow {
+  upstream: UdpHandle | undefined;
+  reply: ReplySocket | undefined;
+}
+
+interface ReplySocket {
+  handle: UdpHandle;
+  users: number;
+  key: string;
+}
+
+export class Dataplane {
+  readonly table: FlowTable;
+  readonly counters: DataplaneCounters = {
+    decisions: { allow: 0, deny: 0 },
+    refusedNotReady: 0,
+    refusedTableFull: 0,
+    closedByPolicyChange: 0,
+    upstreamErrors: 0,
+    bytesToServer: 0,
+    bytesToClient: 0,
+    udpDropped: 0,
+  };
+  private snapshot: PolicySnapshot | undefined;
+  private readonly tcpListeners: TransparentTcpListener[] = [];
+  private readonly udpListeners: UdpHandle[] = [];
+  private readonly udpFlows = new Map<FlowEntry, UdpFlow>();
+  private readonly replySockets = new Map<string, ReplySocket>();
+  private sweeper: NodeJS.Timeout | undefined;
+  private stopping = false;
+  // Scratch reused by every decision: the hot path allocates no key or result per packet.
+  private readonly key = new FlowKey();
+  private readonly decision = new Decision();
+
+  constructor(
+    private readonly native: NativeSockets,
+    private readonly log: Logger,
+    private readonly config: DataplaneConfig,
+  ) {
+    this.table = new FlowTable(config.flowTableSize, config.udpIdleMs);
+  }
+
+  get ready(): boolean {
+    return this.snapshot !== undefined;
+  }
+
+  get revision(): number {
+    return this.snapshot?.revision ?? 0;
+  }
+
+  async start(): Promise<void> {
+    for (const family of this.config.families) {
+      const address = family === 4 ? '127.0.0.1' : '::1';
+      this.tcpListeners.push(
+        await this.native.listenTransparentTcp({ family, address, port: this.config.port }, (socket, flow) => this.onTcp(socket, flow)),
+      );
+      this.udpListeners.push(
+        this.native.openUdp({ family, address, port: this.config.port, transparent: true, recvOrigDst: true }, (m, sa, sp, da, dp) =>
+          this.onDatagram(m, sa, sp, da, dp),
+        ),
+      );
+    }
+    this.sweeper = setInterval(() => this.sweepIdleUdp(), Math.max(250, Math.min(5_000, this.config.udpIdleMs / 4)));
+    this.sweeper.unref();
+  }
+
+  /** Swaps in a new snapshot and re-evaluates live flows under it. */
+  setSnapshot(snap: PolicySnapshot): void {
+    this.snapshot = snap;
+    if (this.config.existingFlows === 'keep') return;
+    let closed = 0;
+    for (const e of this.table.all()) {
+      if (e.state === 'closed') continue;
+      decide(snap, e.toKey(this.key), this.decision);
+      if (this.decision.allowed) {
+        if (e.state === 'denied') this.dropFlow(e); // the next datagram is decided afresh
+        else e.revision = snap.revision;
+        continue;
+      }
+      if (e.state === 'denied') continue;
+      closed++;
+      this.counters.closedByPolicyChange++;
+      this.log.info(this.flowFields(e, snap), 'flow closed: no longer allowed after a policy change');
+      this.dropFlow(e);
+      e.close('policy change');
+    }
+    if (closed > 0) this.log.info({ revision: snap.revision, closed }, 'live flows re-evaluated');
+  }
+
+  /** Stops accepting, closes every flow (reset), closes the listeners. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.sweeper);
+    for (const e of this.table.all()) {
+      this.dropFlow(e);
+      e.close('agent stopping');
+    }
+    for (const u of this.udpListeners) u.close();
+    this.udpListeners.length = 0;
+    await Promise.all(this.tcpListeners.map((l) => l.close()));
+    this.tcpListeners.length = 0;
+  }
+
+  // --- TCP -------------------------------------------------------------------------------
+
+  private onTcp(socket: Socket, flow: TcpFlow): void {
+    socket.on('error', () => {}); // resets from the client are normal; the relay handles them
+    const key = this.key;
+    if (!this.fillKey(PROTO_TCP, flow.srcAddress, flow.srcPort, flow.dstAddress, flow.dstPort)) {
+      socket.resetAndDestroy();
+      return;
+    }
+    const snap = this.snapshot;
+    if (!snap || this.stopping) {
+      this.counters.refusedNotReady++;
+      socket.resetAndDestroy();
+      return;
+    }
+    // Register before deciding: a policy change from here on re-evaluates this flow too.
+    const e = this.table.register(key, Date.now());
+    if (!e) {
+      this.counters.refusedTableFull++;
+      this.log.warn({ capacity: this.table.capacity }, 'flow refused: flow table full (NETPOLD_E_FLOW_TABLE_FULL)');
+      socket.resetAndDestroy();
+      return;
+    }
+    const d = decide(snap, key, this.decision);
+    e.revision = snap.revision;
+    if (!d.allowed) {
+      this.counters.decisions.deny++;
+      e.state = 'denied';
+      this.log.info(this.decisionFields(e, snap, d), 'flow denied');
+      this.table.remove(e);
+      // TPROXY completed the handshake already: the client sees a reset right after connecting.
+      socket.resetAndDestroy();
+      return;
+    }
+    this.counters.decisions.allow++;
+    e.state = 'allowed';
+    void relayTcp(
+      socket,
+      e,
+      (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs }),
+      {
+        bytes: (dir, n) => {
+          if (dir === 'toServer') this.counters.bytesToServer += n;
+          else this.counters.bytesToClient += n;
+        },
+        upstreamError: (code) => {
+          this.counters.upstreamErrors++;
+          this.log.debug({ ...this.flowFields(e, snap), code }, 'upstream connect failed');
+        },
+        closed: () => this.table.remove(e),
+      },
+    );
+  }
+
+  // --- UDP -------------------------------------------------------------------------------
+
+  private onDatagram(msg: Buffer, srcAddr: string, srcPort: number, dstAddr: string, dstPort: number): void {
+    if (!this.fillKey(PROTO_UDP, srcAddr, srcPort, dstAddr, dstPort)) return;
+    const key = this.key;
+    const now = Date.now();
+    let e = this.table.lookup(key, now);
+    if (e === undefined) {
+      const snap = this.snapshot;
+      if (!snap || this.stopping) {
+        this.counters.refusedNotReady++;
+        return;
+      }
+      e = this.table.register(key, now);
+      if (!e) {
+        this.counters.refusedTableFull++;
+        this.log.warn({ capacity: this.table.capacity }, 'flow refused: flow table full (NETPOLD_E_FLOW_TABLE_FULL)');
+        return;
+      }
+      const d = decide(snap, key, this.decision);
+      e.revision = snap.revision;
+      if (!d.allowed) {
+        this.counters.decisions.deny++;
+        e.state = 'denied';
+        this.log.info(this.decisionFields(e, snap, d), 'flow denied');
+      } else {
+        this.counters.decisions.allow++;
+        e.state = 'allowed';
+        if (!this.openUdpFlow(e, srcAddr, srcPort, dstAddr, dstPort)) {
+          this.table.remove(e);
+          return;
+        }
+      }
+    }
+    if (e.state !== 'allowed') {
+      this.counters.udpDropped++;
+      return;
+    }
+    const f = this.udpFlows.get(e);
+    if (f?.upstream && f.upstream.send(msg)) this.counters.bytesToServer += msg.length;
+  }
+
+  /** Opens the flow's sockets: upstream from the client's address, reply from the server's. */
+  private openUdpFlow(e: FlowEntry, srcAddr: string, srcPort: number, dstAddr: string, dstPort: number): boolean {
+    const family = e.family;
+    const flow: UdpFlow = { upstream: undefined, reply: undefined };
+    try {
+      // Replies are sent from the original destination's address and port. That socket also
+      // receives client datagrams the kernel delivers to it (the socket match comes before
+      // TPROXY), so it feeds the same handler.
+      const rkey = `${family}|${dstAddr}|${dstPort}`;
+      let reply = this.replySockets.get(rkey);
+      if (!reply) {
+        const handle = this.native.openUdp(
+          { family, address: dstAddr, port: dstPort, transparent: true, recvOrigDst: true, reuse: true },
+          (m, sa, sp, da, dp) => this.onDatagram(m, sa, sp, da, dp),
+        );
+        reply = { handle, users: 0, key: rkey };
+        this.replySockets.set(rkey, reply);
+      }
+      reply.users++;
+      flow.reply = reply;
+      const r = reply;
+      const upstream = this.native.openUdp(
+        { family, address: srcAddr, port: srcPort, transparent: true, recvOrigDst: false, reuse: true },
+        (m) => {
+          e.lastSeen = Date.now();
+          if (r.handle.send(m, srcAddr, srcPort)) this.counters.bytesToClient += m.length;
+        },
+      );
+      upstream.connect(dstAddr, dstPort);
+      flow.upstream = upstream;
+    } catch (err) {
+      this.counters.upstreamErrors++;
+      this.log.warn({ ...this.flowFields(e, this.snapshot), error: (err as Error).message }, 'udp flow could not be opened');
+      this.releaseUdp(flow);
+      return false;
+    }
+    this.udpFlows.set(e, flow);
+    e.close = () => {
+      e.state = 'closed';
+      this.releaseUdp(flow);
+    };
+    return true;
+  }
+
+  private releaseUdp(flow: UdpFlow): void {
+    flow.upstream?.close();
+    flow.upstream = undefined;
+    const r = flow.reply;
+    flow.reply = undefined;
+    if (r && --r.users === 0) {
+      r.handle.close();
+      this.replySockets.delete(r.key);
+    }
+  }
+
+  private sweepIdleUdp(): void {
+    const now = Date.now();
+    for (const e of this.table.all()) {
+      if (e.proto === PROTO_UDP && now - e.lastSeen >= this.config.udpIdleMs) {
+        this.dropFlow(e);
+        e.close('idle');
+      }
+    }
+  }
+
+  private dropFlow(e: FlowEntry): void {
+    this.table.remove(e);
+    this.udpFlows.delete(e);
+  }
+
+  // --- helpers ---------------------------------------------------------------------------
+
+  private fillKey(proto: number, src: string, sport: number, dst: string, dport: number): boolean {
+    const key = this.key;
+    const fs = parseAddrInto(src, key.src);
+    const fd = parseAddrInto(dst, key.dst);
+    if (fs === 0 || fs !== fd) return false;
+    key.family = fs;
+    key.proto = proto;
+    key.srcPort = sport;
+    key.dstPort = dport;
+    return true;
+  }
+
+  private flowFields(e: FlowEntry, snap: PolicySnapshot | undefined): Record<string, unknown> {
+    return {
+      protocol: protocolName(e.proto),
+      src: `${formatAddr(e.family, e.src)}:${e.srcPort}`,
+      dst: `${formatAddr(e.family, e.dst)}:${e.dstPort}`,
+      revision: snap?.revision,
+    };
+  }
+
+  private decisionFields(e: FlowEntry, snap: PolicySnapshot, d: Decision): Record<string, unknown> {
+    const r = reportDecision(snap, d);
+    return {
+      ...this.flowFields(e, snap),
+      verdict: r.verdict,
+      egress: r.egress.text,
+      ingress: r.ingress.text,
+      srcPod: r.egress.pod,
+      dstPod: r.ingress.pod,
+    };
+  }
+}

@@ -1,0 +1,147 @@
+// Kernel interception: one nftables table of our own plus policy routing, so that TCP and UDP
+// traffic of the pods of this node reaches the agent's transparent listeners (TPROXY), and
+// the return traffic of the agent's transparent upstream sockets reaches those sockets.
+//
+// No other table is touched. Setup first removes whatever a crashed earlier run left behind
+// (same table name, same rule and route table), and teardown removes exactly what setup made.
+import { execFile } from 'node:child_process';
+import { NetpoldError } from '../errors.js';
+
+export interface InterceptionConfig {
+  /** nftables table (family inet) owned by the agent. */
+  readonly table: string;
+  /** Firewall mark for redirected and returning packets (a single bit is best). */
+  readonly mark: number;
+  /** Routing table holding `local default dev lo`. */
+  readonly routeTable: number;
+  /** `ip rule` priority of the fwmark rule. */
+  readonly rulePriority: number;
+  /** Transparent listener ports (TCP and UDP share the number) on 127.0.0.1 and [::1]. */
+  readonly port: number;
+}
+
+export const DEFAULT_INTERCEPTION: InterceptionConfig = {
+  table: 'netpold',
+  mark: 0x4000,
+  routeTable: 4242,
+  rulePriority: 4242,
+  port: 15001,
+};
+
+/** Runs a command with arguments (never through a shell) and optional standard input. */
+export type CommandRunner = (cmd: string, args: readonly string[], input?: string) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+export const execRunner: CommandRunner = (cmd, args, input) =>
+  new Promise((resolve) => {
+    const child = execFile(cmd, args as string[], { timeout: 15_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code !== 0 && !stderr ? err.message : '') });
+    });
+    if (input !== undefined) child.stdin?.end(input);
+  });
+
+export interface PodAddresses {
+  readonly v4: readonly string[];
+  readonly v6: readonly string[];
+}
+
+/**
+ * The ruleset. The chain hooks prerouting at `dstnat + 10`: after destination NAT, so traffic
+ * sent to a Service address is redirected, and decided, with the backend pod it was translated
+ * to as its destination.
+ */
+export function renderRuleset(c: InterceptionConfig, pods: PodAddresses): string {
+  const mark = `0x${c.mark.toString(16)}`;
+  const v4 = pods.v4.length ? `\n    elements = { ${pods.v4.join(', ')} }` : '';
+  const v6 = pods.v6.length ? `\n    elements = { ${pods.v6.join(', ')} }` : '';
+  return `table inet ${c.table} {
+  set pods_v4 {
+    type ipv4_addr; flags interval;${v4}
+  }
+  set pods_v6 {
+    type ipv6_addr; flags interval;${v6}
+  }
+  chain divert {
+    type filter hook prerouting priority dstnat + 10; policy accept;
+    # Return traffic of the agent's transparent upstream sockets: deliver it locally to them.
+    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${mark} accept
+    # New traffic from or to a pod of this node: to the agent's transparent listeners.
+    meta l4proto tcp ip saddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
+    meta l4proto tcp ip daddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
+    meta l4proto udp ip saddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
+    meta l4proto udp ip daddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
+    meta l4proto tcp ip6 saddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
+    meta l4proto tcp ip6 daddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
+    meta l4proto udp ip6 saddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
+    meta l4proto udp ip6 daddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
+  }
+}
+`;
+}
+
+/** One atomic nft transaction replacing the pod sets. */
+export function renderPodUpdate(c: InterceptionConfig, pods: PodAddresses): string {
+  const lines = [`flush set inet ${c.table} pods_v4`, `flush set inet ${c.table} pods_v6`];
+  if (pods.v4.length) lines.push(`add element inet ${c.table} pods_v4 { ${pods.v4.join(', ')} }`);
+  if (pods.v6.length) lines.push(`add element inet ${c.table} pods_v6 { ${pods.v6.join(', ')} }`);
+  return `${lines.join('\n')}\n`;
+}
+
+export class Interception {
+  private installed = false;
+
+  constructor(
+    private readonly config: InterceptionConfig,
+    private readonly run: CommandRunner = execRunner,
+  ) {}
+
+  get isInstalled(): boolean {
+    return this.installed;
+  }
+
+  /** Removes leftovers of an earlier run, then installs the table and the policy routing. */
+  async setup(pods: PodAddresses): Promise<void> {
+    await this.teardown();
+    const c = this.config;
+    await this.must('nft', ['-f', '-'], renderRuleset(c, pods));
+    this.installed = true;
+    const mark = `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
+    for (const fam of ['-4', '-6']) {
+      await this.must('ip', [fam, 'rule', 'add', 'fwmark', mark, 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
+      await this.must('ip', [fam, 'route', 'add', 'local', fam === '-4' ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(c.routeTable)]);
+    }
+  }
+
+  async updatePods(pods: PodAddresses): Promise<void> {
+    await this.must('nft', ['-f', '-'], renderPodUpdate(this.config, pods));
+  }
+
+  /** Removes our table, rules and routes; tolerates their absence. Never throws. */
+  async teardown(): Promise<string[]> {
+    const c = this.config;
+    const problems: string[] = [];
+    const mark = `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
+    const list = await this.run('nft', ['list', 'tables', 'inet']);
+    if (list.code === 0 && new RegExp(`^table inet ${c.table}$`, 'm').test(list.stdout)) {
+      const r = await this.run('nft', ['delete', 'table', 'inet', c.table]);
+      if (r.code !== 0) problems.push(`nft delete table inet ${c.table}: ${r.stderr.trim()}`);
+    }
+    for (const fam of ['-4', '-6']) {
+      // Bounded: at most a few duplicates can exist.
+      for (let i = 0; i < 8; i++) {
+        const r = await this.run('ip', [fam, 'rule', 'del', 'fwmark', mark, 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
+        if (r.code !== 0) break;
+      }
+      await this.run('ip', [fam, 'route', 'flush', 'table', String(c.routeTable)]);
+    }
+    this.installed = false;
+    return problems;
+  }
+
+  private async must(cmd: string, args: string[], input?: string): Promise<void> {
+    const r = await this.run(cmd, args, input);
+    if (r.code !== 0) {
+      throw new NetpoldError('NETPOLD_E_INTERCEPTION', `${cmd} ${args.join(' ')} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
+    }
+  }
+}

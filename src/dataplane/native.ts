@@ -1,0 +1,322 @@
+// The typed surface of netpold's N-API addon (native/: C++, built by node-gyp during `npm ci`):
+// the three things Node.js cannot do by itself for a TPROXY data plane.
+//
+// - listenTransparentTcp: a listening socket with IP_TRANSPARENT, adopted by a net.Server. Under
+//   TPROXY, accepted sockets have the ORIGINAL destination as their local address; the flow the
+//   connection listener receives says so explicitly (so fakes can supply it too).
+// - connectTransparentTcp: an upstream TCP connection FROM a foreign source address (the client's
+//   own address), made without blocking the event loop, resolved as a plain net.Socket.
+// - openUdp: a UDP socket reading with recvmsg and IP_RECVORIGDSTADDR (original destination of
+//   each datagram), transparent binds to foreign addresses, SO_MARK and SO_REUSEPORT.
+//
+// Design note: the TCP byte path is plain Node sockets today. A later step moves relaying of
+// established TCP flows into native code (splice(2) between the two fds) without changing
+// callers: keep this API shaped as "give me a connected upstream socket".
+//
+// Unit tests of data-plane logic use ./native-fake.ts (same interface, over loopback, no root).
+import { existsSync, readFileSync, closeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NetpoldError } from '../errors.js';
+
+export type IpFamily = 4 | 6;
+
+/**
+ * A system error from the addon (or the fake): `code` is the errno name ('ECONNREFUSED',
+ * 'ETIMEDOUT', 'EADDRINUSE', 'EPERM'...), `errno` is negative as in Node's own system errors
+ * (`util.getSystemErrorName(errno) === code`), `syscall` the call that failed. Invalid arguments
+ * are TypeErrors with code 'ERR_INVALID_ARG_VALUE' instead.
+ */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+/** One TCP flow as the client sent it: its source, and the original destination it asked for. */
+export interface TcpFlow {
+  family: IpFamily;
+  srcAddress: string;
+  srcPort: number;
+  /** Original destination (under TPROXY, the accepted socket's local address). */
+  dstAddress: string;
+  dstPort: number;
+}
+
+export interface TransparentTcpListenOptions {
+  family: IpFamily;
+  /** Numeric address of the family ('0.0.0.0', '127.0.0.1', '::'...). */
+  address: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** listen(2) backlog; default 511. */
+  backlog?: number;
+}
+
+export interface TransparentTcpListener {
+  /** The net.Server that adopted the listening socket (its 'error' events are yours). */
+  readonly server: net.Server;
+  readonly family: IpFamily;
+  /** The bound address and port (the actual port when 0 was asked for). */
+  readonly address: string;
+  readonly port: number;
+  /** Stops accepting; resolves when the server has closed (as net.Server#close: after its connections end). */
+  close(): Promise<void>;
+}
+
+export type TcpConnectionListener = (socket: net.Socket, flow: TcpFlow) => void;
+
+export interface TransparentTcpConnectOptions {
+  family: IpFamily;
+  /** Source address to connect from: normally the client's (foreign) address. */
+  srcAddress: string;
+  /** Source port; 0 = any. A busy port is retried once with 0 (see connectTransparentTcp). */
+  srcPort: number;
+  dstAddress: string;
+  dstPort: number;
+  /** SO_MARK for the upstream socket (e.g. to bypass the TPROXY rules); unset = none. */
+  mark?: number;
+  /** Connect timeout in ms (error code 'ETIMEDOUT'); default 10000. */
+  timeoutMs?: number;
+}
+
+export interface UdpOpenOptions {
+  family: IpFamily;
+  /** Numeric address to bind; with `transparent`, it may be a foreign address. */
+  address: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** IP_TRANSPARENT / IPV6_TRANSPARENT: bind to (and send from) a foreign address. */
+  transparent: boolean;
+  /** Report each datagram's original destination (IP_RECVORIGDSTADDR); else the socket's local address. */
+  recvOrigDst: boolean;
+  /** SO_MARK for what this socket sends; unset = none. */
+  mark?: number;
+  /** SO_REUSEPORT too (SO_REUSEADDR is always set), so several sockets can bind one address:port. */
+  reuse?: boolean;
+}
+
+/**
+ * Called for each datagram: source, and destination (original destination with `recvOrigDst`,
+ * else the socket's local address). Arguments are flat to avoid an allocation per datagram.
+ */
+export type UdpMessageListener = (
+  msg: Buffer,
+  srcAddress: string,
+  srcPort: number,
+  dstAddress: string,
+  dstPort: number,
+) => void;
+
+export interface UdpCounters {
+  received: number;
+  sent: number;
+  /** Sends dropped because the socket buffer was full (EAGAIN/ENOBUFS). */
+  dropped: number;
+  /** Received datagrams larger than the receive buffer, dropped. */
+  truncated: number;
+  /** Receive errors (ICMP errors reported on connected sockets, ...). */
+  errors: number;
+}
+
+export interface UdpHandle {
+  /** The socket's fd; -1 once closed (and always -1 in the fake). */
+  readonly fd: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  /**
+   * Non-blocking send: to (address, port), or to the connected peer when they are omitted.
+   * Returns false when the datagram was dropped because the send buffer is full (counted);
+   * throws a NativeError for other failures, a TypeError for bad arguments.
+   */
+  send(msg: Uint8Array, address?: string, port?: number): boolean;
+  /** connect(2): fixes the peer; only its datagrams are received from then on. */
+  connect(address: string, port: number): void;
+  /** Idempotent. A handle dropped without close() is closed by its finalizer (do not rely on it). */
+  close(): void;
+  counters(): UdpCounters;
+}
+
+/** What the data plane needs from the kernel beyond Node's own sockets. */
+export interface NativeSockets {
+  /**
+   * A transparent TCP listener (IP_TRANSPARENT, SO_REUSEADDR; IPV6_V6ONLY for v6), adopted by a
+   * net.Server. Each accepted connection is passed with its flow: read addresses from `flow`
+   * (not from the socket) so that fakes can stand in.
+   */
+  listenTransparentTcp(opts: TransparentTcpListenOptions, onConnection: TcpConnectionListener): Promise<TransparentTcpListener>;
+  /** A connected upstream socket from (srcAddress, srcPort) to (dstAddress, dstPort); rejects with a NativeError. */
+  connectTransparentTcp(opts: TransparentTcpConnectOptions): Promise<net.Socket>;
+  /** A UDP socket; see UdpOpenOptions. */
+  openUdp(opts: UdpOpenOptions, onMessage: UdpMessageListener): UdpHandle;
+}
+
+/** The raw addon (native/src/netpold_native.cc). */
+interface NativeBinding {
+  tcpListen(family: IpFamily, address: string, port: number, backlog: number): number;
+  tcpConnect(
+    opts: {
+      family: IpFamily;
+      srcAddress: string;
+      srcPort: number;
+      dstAddress: string;
+      dstPort: number;
+      mark?: number;
+      timeoutMs: number;
+    },
+    cb: (err: NativeError | null, fd: number) => void,
+  ): void;
+  udpOpen(opts: UdpOpenOptions, onMessage: UdpMessageListener): UdpHandle;
+}
+
+const ADDON = join('native', 'build', 'Release', 'netpold_native.node');
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_BACKLOG = 511;
+
+/** The package root: the nearest ancestor directory whose package.json is named netpold. */
+function packageRoot(): string | undefined {
+  // This module runs from src/dataplane (vitest) and from dist/src/dataplane (built).
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'netpold') return dir;
+      } catch {
+        // not ours: keep walking up
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+/** Where the addon is (or would be) built; undefined if the package root cannot be found. */
+export function nativeAddonPath(): string | undefined {
+  const root = packageRoot();
+  return root === undefined ? undefined : join(root, ADDON);
+}
+
+let binding: NativeBinding | undefined;
+
+function loadBinding(): NativeBinding {
+  if (binding !== undefined) return binding;
+  const path = nativeAddonPath();
+  if (path === undefined) {
+    throw new NetpoldError('NETPOLD_E_NATIVE', 'native addon: cannot find the netpold package root (package.json named netpold) above this module');
+  }
+  if (!existsSync(path)) {
+    throw new NetpoldError(
+      'NETPOLD_E_NATIVE',
+      `native addon missing: ${path} does not exist. Build it with \`npm ci\` (or \`node native/build.mjs\`); it needs python3, make and g++.`,
+    );
+  }
+  try {
+    binding = createRequire(import.meta.url)(path) as NativeBinding;
+  } catch (e) {
+    throw new NetpoldError('NETPOLD_E_NATIVE', `native addon ${path} could not be loaded (rebuild it with \`node native/build.mjs\`): ${(e as Error).message}`);
+  }
+  return binding;
+}
+
+function tcpConnectFd(b: NativeBinding, opts: TransparentTcpConnectOptions, srcPort: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const raw: Parameters<NativeBinding['tcpConnect']>[0] = {
+      family: opts.family,
+      srcAddress: opts.srcAddress,
+      srcPort,
+      dstAddress: opts.dstAddress,
+      dstPort: opts.dstPort,
+      timeoutMs: opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    };
+    if (opts.mark !== undefined) raw.mark = opts.mark;
+    b.tcpConnect(raw, (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
+}
+
+function flowOf(family: IpFamily, socket: net.Socket): TcpFlow {
+  return {
+    family,
+    srcAddress: socket.remoteAddress ?? '',
+    srcPort: socket.remotePort ?? 0,
+    dstAddress: socket.localAddress ?? '',
+    dstPort: socket.localPort ?? 0,
+  };
+}
+
+class RealNativeSockets implements NativeSockets {
+  constructor(private readonly b: NativeBinding) {}
+
+  async listenTransparentTcp(opts: TransparentTcpListenOptions, onConnection: TcpConnectionListener): Promise<TransparentTcpListener> {
+    const fd = this.b.tcpListen(opts.family, opts.address, opts.port, opts.backlog ?? DEFAULT_BACKLOG);
+    const family = opts.family;
+    const server = net.createServer((socket) => {
+      // A connection reset before we look has no addresses: nothing to relay.
+      if (socket.remoteAddress === undefined || socket.localAddress === undefined) {
+        socket.destroy();
+        return;
+      }
+      onConnection(socket, flowOf(family, socket));
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ fd }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (e) {
+      // Not reached in practice (a fresh listening TCP fd is always adoptable). The fd is not
+      // closed here: whether Node adopted (and closed) it cannot be told apart, and closing a
+      // number that may already be reused would be worse than this theoretical leak.
+      server.close();
+      throw e;
+    }
+    const bound = server.address() as net.AddressInfo;
+    return {
+      server,
+      family,
+      address: bound.address,
+      port: bound.port,
+      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    };
+  }
+
+  async connectTransparentTcp(opts: TransparentTcpConnectOptions): Promise<net.Socket> {
+    let fd: number;
+    try {
+      fd = await tcpConnectFd(this.b, opts, opts.srcPort);
+    } catch (e) {
+      // The client's port is preserved when possible: if it is taken on this host (another
+      // flow from the same client port, a TIME_WAIT), connect once more from any port.
+      const code = (e as Partial<NativeError>).code;
+      if (opts.srcPort === 0 || (code !== 'EADDRINUSE' && code !== 'EADDRNOTAVAIL')) throw e;
+      fd = await tcpConnectFd(this.b, opts, 0);
+    }
+    try {
+      return new net.Socket({ fd, readable: true, writable: true });
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  openUdp(opts: UdpOpenOptions, onMessage: UdpMessageListener): UdpHandle {
+    return this.b.udpOpen(opts, onMessage);
+  }
+}
+
+let sockets: NativeSockets | undefined;
+
+/**
+ * The addon-backed NativeSockets. Throws a NetpoldError with code NETPOLD_E_NATIVE when the
+ * addon is missing or cannot be loaded. Most calls need CAP_NET_ADMIN (IP_TRANSPARENT, SO_MARK).
+ */
+export function loadNativeSockets(): NativeSockets {
+  sockets ??= new RealNativeSockets(loadBinding());
+  return sockets;
+}
