@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadNativeSockets, nativeAddonPath, type NativeError, type NativeSockets, type UdpHandle } from '../src/dataplane/native.js';
+import { loadNativeSockets, nativeAddonPath, type NativeError, type NativeSockets, type TcpFlow, type UdpHandle } from '../src/dataplane/native.js';
 import { FakeNativeSockets } from '../src/dataplane/native-fake.js';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -132,27 +132,17 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
   });
 
   it.skipIf(!!skipReason)('a transparent TCP listener on 127.0.0.1 accepts a connection, with its flow', async () => {
-    const got = new Promise<[net.Socket, { srcAddress: string; srcPort: number; dstAddress: string; dstPort: number }]>((resolve) => {
-      void ns.listenTransparentTcp({ family: 4, address: '127.0.0.1', port: 0, backlog: 16 }, (s, f) => resolve([s, f])).then((l) => {
-        listener = l;
-        cleanup.push(() => l.server.close());
-      });
-    });
-    let listener: Awaited<ReturnType<NativeSockets['listenTransparentTcp']>> | undefined;
-    await within(
-      (async () => {
-        while (listener === undefined) await new Promise((r) => setTimeout(r, 5));
-      })(),
-      5000,
-      'listen',
-    );
-    expect(listener!.address).toBe('127.0.0.1');
-    expect(listener!.port).toBeGreaterThan(0);
-    const client = net.connect({ host: '127.0.0.1', port: listener!.port });
+    let accepted: (v: [net.Socket, TcpFlow]) => void = () => {};
+    const got = new Promise<[net.Socket, TcpFlow]>((resolve) => (accepted = resolve));
+    const listener = await ns.listenTransparentTcp({ family: 4, address: '127.0.0.1', port: 0, backlog: 16 }, (s, f) => accepted([s, f]));
+    cleanup.push(() => listener.server.close());
+    expect(listener.address).toBe('127.0.0.1');
+    expect(listener.port).toBeGreaterThan(0);
+    const client = net.connect({ host: '127.0.0.1', port: listener.port });
     cleanup.push(() => client.destroy());
     await within(once(client, 'connect'), 5000, 'connect');
     const [server, flow] = await within(got, 5000, 'accept');
-    expect(flow).toEqual({ family: 4, srcAddress: '127.0.0.1', srcPort: client.localPort, dstAddress: '127.0.0.1', dstPort: listener!.port });
+    expect(flow).toEqual({ family: 4, srcAddress: '127.0.0.1', srcPort: client.localPort, dstAddress: '127.0.0.1', dstPort: listener.port });
     server.end('hello');
     expect(await within(readAll(client), 5000, 'read')).toBe('hello');
   });
@@ -198,16 +188,13 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
       tcpConnect(o: object, cb: (e: NativeError | null, fd: number) => void): void;
     };
     let sync = true;
-    const rawErr = await within(
-      new Promise<{ e: NativeError | null; fd: number; sync: boolean }>((resolve) =>
-        raw.tcpConnect({ family: 4, srcAddress: '127.0.0.1', srcPort: busyPort, dstAddress: '127.0.0.1', dstPort: port, timeoutMs: 1000 }, (e, fd) =>
-          resolve({ e, fd, sync }),
-        ),
+    const pending = new Promise<{ e: NativeError | null; fd: number; sync: boolean }>((resolve) =>
+      raw.tcpConnect({ family: 4, srcAddress: '127.0.0.1', srcPort: busyPort, dstAddress: '127.0.0.1', dstPort: port, timeoutMs: 1000 }, (e, fd) =>
+        resolve({ e, fd, sync }),
       ),
-      5000,
-      'raw connect',
     );
     sync = false;
+    const rawErr = await within(pending, 5000, 'raw connect');
     expect(rawErr.sync).toBe(false); // always called back asynchronously
     expect(rawErr.fd).toBe(-1);
     expect(rawErr.e?.code).toBe('EADDRINUSE');
@@ -335,9 +322,11 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
 // Network namespaces: A runs the data plane side (a child process `ip netns exec A node`), B is a
 // client host joined to A by a veth pair.
 //
-//   B: vb 198.18.1.2/24, default via 198.18.1.1
-//   A: va 198.18.1.1/24; dummy d0 198.18.0.2/24 + 2001:2::2/64 (local servers), 198.18.9.0/24 -> d0
-//      (a black hole); fwmark 1 -> table 100 (local 0.0.0.0/0 and ::/0 dev lo);
+//   B: vb 198.18.1.2/24, default via 198.18.1.1 (not forwarding: what it is sent for others is
+//      dropped without an answer)
+//   A: va 198.18.1.1/24; lo 198.18.0.2/32 + 2001:2::2/128 (local servers); 198.18.9.0/24 via B
+//      (a black hole); the foreign sources 198.18.7.0/24 and 2001:2:7::/64 routed out of va;
+//      fwmark 1 -> table 100 (local 0.0.0.0/0 and ::/0 dev lo);
 //      nft: prerouting: socket transparent -> mark 1; 198.18.5.5 TCP -> TPROXY 0.0.0.0:15001,
 //      198.18.5.5 UDP 5353 -> TPROXY 127.0.0.1:15353; output (route): replies to the foreign
 //      sources 198.18.7.0/24, 2001:2:7::/64 and to 198.18.1.2 from UDP 7002 get mark 1, so they
@@ -517,11 +506,11 @@ describe(title('native addon in network namespaces (as root)', skipNetnsReason),
     inB('addr', 'add', '198.18.1.2/24', 'dev', 'vb');
     inB('link', 'set', 'vb', 'up');
     inB('route', 'add', 'default', 'via', '198.18.1.1');
-    inA('link', 'add', 'd0', 'type', 'dummy');
-    inA('link', 'set', 'd0', 'up');
-    inA('addr', 'add', '198.18.0.2/24', 'dev', 'd0');
-    inA('-6', 'addr', 'add', '2001:2::2/64', 'dev', 'd0', 'nodad');
-    inA('route', 'add', '198.18.9.0/24', 'dev', 'd0');
+    inA('addr', 'add', '198.18.0.2/32', 'dev', 'lo');
+    inA('-6', 'addr', 'add', '2001:2::2/128', 'dev', 'lo', 'nodad');
+    inA('route', 'add', '198.18.9.0/24', 'via', '198.18.1.2');
+    inA('route', 'add', '198.18.7.0/24', 'dev', 'va');
+    inA('-6', 'route', 'add', '2001:2:7::/64', 'dev', 'va');
     inA('rule', 'add', 'fwmark', '1', 'lookup', '100');
     inA('route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100');
     inA('-6', 'rule', 'add', 'fwmark', '1', 'lookup', '100');
@@ -656,10 +645,9 @@ describe('FakeNativeSockets (no root)', () => {
   it('UDP: TPROXY to a listener with the original destination; upstream from the client address; the reply from the original destination', async () => {
     fake = new FakeNativeSockets();
     const handles: UdpHandle[] = [];
-    fake.endpointUdp({ address: '198.18.1.20', port: 53 }, function (this: void, msg, sa, sp) {
+    const server: UdpHandle = fake.endpointUdp({ address: '198.18.1.20', port: 53 }, (msg, sa, sp) => {
       server.send(Buffer.from(`answer:${msg.toString()}`), sa, sp);
     });
-    const server = fake.udpHandles.at(-1)!;
     const seen: unknown[] = [];
     const listener = fake.openUdp({ family: 4, address: '0.0.0.0', port: 15353, transparent: true, recvOrigDst: true }, (msg, sa, sp, da, dp) => {
       seen.push(['listener', msg.toString(), sa, sp, da, dp]);

@@ -292,19 +292,25 @@ uv_loop_t* LoopOf(Napi::Env env) {
   return loop;
 }
 
-// Runs a JS callback from a libuv callback; an exception it throws becomes an uncaught
-// exception of the process (as for any event listener), never a C++ crash.
-void CallFromLoop(Napi::Env env, Napi::FunctionReference& fn, napi_value recv,
-                  const std::initializer_list<napi_value>& args, Napi::AsyncContext* ctx) {
+// Runs code that touches JS from a libuv callback (no JS on the stack). An exception thrown
+// by a JS callback becomes an uncaught exception of the process, as for any event listener;
+// failures of N-API itself (for example while a worker is being terminated) are dropped. No
+// C++ exception ever escapes into libuv.
+template <typename F>
+void FromLoop(napi_env env, F&& f) {
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   try {
-    if (ctx != nullptr) {
-      fn.MakeCallback(recv, args, *ctx);
-    } else {
-      fn.MakeCallback(recv, args);
-    }
+    f();
   } catch (const Napi::Error& e) {
-    napi_fatal_exception(env, e.Value());
+    try {
+      Napi::Object v = e.Value();
+      if (!v.IsEmpty()) napi_fatal_exception(env, v);
+    } catch (...) {
+    }
+  } catch (...) {
   }
+  napi_close_handle_scope(env, scope);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,15 +392,22 @@ void FinishConnect(ConnectReq* r, Failure failure) {
   }
   // The poll handle must be closed (fd removed from epoll) before JS wraps the fd.
   ReleaseConnect(r);
-  Napi::Env env(r->env);
-  Napi::HandleScope scope(env);
-  Napi::Value err =
-      failure ? SysError(env, failure.err, "tcpConnect", failure.syscall, failure.detail, r->where).Value()
-              : env.Null();
   Napi::FunctionReference cb = std::move(r->callback);
   Napi::AsyncContext* ctx = r->context;
   r->context = nullptr;
-  CallFromLoop(env, cb, env.Global(), {err, Napi::Number::New(env, fd)}, ctx);
+  const std::string where = r->where;  // r is freed once its handles have closed
+  bool handedOver = false;
+  FromLoop(r->env, [&] {
+    Napi::Env env(r->env);
+    Napi::HandleScope scope(env);
+    Napi::Value err =
+        failure ? SysError(env, failure.err, "tcpConnect", failure.syscall, failure.detail, where).Value()
+                : env.Null();
+    Napi::Value fdv = Napi::Number::New(env, fd);
+    handedOver = true;
+    cb.MakeCallback(env.Global(), {err, fdv}, *ctx);
+  });
+  if (!handedOver && fd >= 0) close(fd);  // JS never saw it
   delete ctx;
 }
 
@@ -618,6 +631,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   }
 
   void ReadSome(int status) {
+    FromLoop(Env(), [&] { ReadSomeJs(status); });
+  }
+
+  void ReadSomeJs(int status) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     Napi::Object self = Value();  // weak: empty if JS already let go of the handle
@@ -671,10 +688,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       received_++;
       Napi::HandleScope inner(env);
       Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, recvBuffer, static_cast<size_t>(n));
-      CallFromLoop(env, onMessage_, self,
-                   {buf, Napi::String::New(env, srcAddr), Napi::Number::New(env, srcPort),
-                    Napi::String::New(env, dstAddr), Napi::Number::New(env, dstPort)},
-                   context_);
+      onMessage_.MakeCallback(self,
+                              {buf, Napi::String::New(env, srcAddr), Napi::Number::New(env, srcPort),
+                               Napi::String::New(env, dstAddr), Napi::Number::New(env, dstPort)},
+                              *context_);
     }
   }
 

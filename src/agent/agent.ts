@@ -20,6 +20,8 @@ import type { SourceUpdate, StateSource } from '../source/source.js';
 
 export interface AgentOptions {
   readonly nodeName: string | undefined;
+  /** Intercept every pod whatever its node (one lab node hosting a whole cluster). */
+  readonly interceptAllPods: boolean;
 }
 
 /** Everything: the fail-closed interception before any state is known. */
@@ -71,7 +73,7 @@ export class Agent {
     const snap = this.compiler.compile(u.state, { revision: ++this.revision, localNode: this.options.nodeName });
     this.dataplane.setSnapshot(snap);
     this.log.info({ revision: snap.revision, ...snap.stats }, 'snapshot enforced');
-    const pods = localPodAddresses(u.state, this.options.nodeName);
+    const pods = localPodAddresses(u.state, this.options.interceptAllPods ? undefined : this.options.nodeName, this.options.interceptAllPods);
     const key = `${pods.v4.join(',')}|${pods.v6.join(',')}`;
     if (key !== this.podKey) {
       await this.interception.updatePods(pods);
@@ -89,8 +91,8 @@ export class Agent {
  * The pods whose traffic this node intercepts: pods with `spec.nodeName` equal to the node's
  * name, or every pod when no pod names a node (a single-node setup from manifests).
  */
-export function localPodAddresses(state: ClusterState, nodeName: string | undefined): PodAddresses {
-  const anyNode = state.pods.some((p) => p.node !== undefined);
+export function localPodAddresses(state: ClusterState, nodeName: string | undefined, all = false): PodAddresses {
+  const anyNode = !all && state.pods.some((p) => p.node !== undefined);
   const v4: string[] = [];
   const v6: string[] = [];
   for (const p of state.pods) {

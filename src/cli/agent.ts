@@ -24,6 +24,7 @@ export interface AgentFlags {
   table: string;
   ipv6: boolean;
   logLevel: string;
+  interceptAllPods?: boolean;
 }
 
 function int(name: string, text: string, min: number, max: number): number {
@@ -58,6 +59,7 @@ export function agentConfig(f: AgentFlags) {
   return Object.freeze({
     manifests: f.manifests,
     nodeName: f.nodeName,
+    interceptAllPods: f.interceptAllPods === true,
     dataplane: {
       port: port!,
       flowTableSize: flowTableSize!,
@@ -77,6 +79,7 @@ export function registerAgent(program: Command, io: Io, setResult: (code: number
     .description('enforce NetworkPolicy on this node: TPROXY interception, decisions, relaying')
     .requiredOption('--manifests <paths...>', 'YAML/JSON files or folders, watched for changes')
     .option('--node-name <name>', 'this node: its pods (spec.nodeName) are intercepted; all pods when no pod names a node')
+    .option('--intercept-all-pods', 'intercept every pod whatever its spec.nodeName (one lab node hosting a whole cluster)')
     .option('--port <n>', 'transparent listener port on 127.0.0.1 and [::1]', '15001')
     .option('--existing-flows <mode>', 'on a policy change: revalidate (close flows no longer allowed) or keep', 'revalidate')
     .option('--flow-table-size <n>', 'maximum tracked flows; when full, idle flows are evicted, else new flows refused', '65536')
@@ -98,7 +101,7 @@ export function registerAgent(program: Command, io: Io, setResult: (code: number
       };
       const native = loadNativeSockets();
       const interception = new Interception(cfg.interception);
-      const agent = new Agent(new ManifestFolderSource(cfg.manifests), new Dataplane(native, log, cfg.dataplane), interception, log, { nodeName: cfg.nodeName });
+      const agent = new Agent(new ManifestFolderSource(cfg.manifests), new Dataplane(native, log, cfg.dataplane), interception, log, { nodeName: cfg.nodeName, interceptAllPods: cfg.interceptAllPods });
       let stopping: Promise<void> | undefined;
       const stop = (signal: string): Promise<void> => {
         stopping ??= (async () => {

@@ -253,7 +253,10 @@ class RealNativeSockets implements NativeSockets {
   async listenTransparentTcp(opts: TransparentTcpListenOptions, onConnection: TcpConnectionListener): Promise<TransparentTcpListener> {
     const fd = this.b.tcpListen(opts.family, opts.address, opts.port, opts.backlog ?? DEFAULT_BACKLOG);
     const family = opts.family;
-    const server = net.createServer((socket) => {
+    // allowHalfOpen: a client's FIN must not end our side; the relay forwards it as a FIN
+    // upstream and keeps the other direction open. pauseOnConnect: nothing is read before the
+    // flow is decided.
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       // A connection reset before we look has no addresses: nothing to relay.
       if (socket.remoteAddress === undefined || socket.localAddress === undefined) {
         socket.destroy();
@@ -298,7 +301,7 @@ class RealNativeSockets implements NativeSockets {
       fd = await tcpConnectFd(this.b, opts, 0);
     }
     try {
-      return new net.Socket({ fd, readable: true, writable: true });
+      return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
     } catch (e) {
       closeSync(fd);
       throw e;
