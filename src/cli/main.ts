@@ -56,8 +56,9 @@ function build(io: Io, setResult: (code: number) => void): Command {
   program
     .command('demo')
     .description('a guided tour on the embedded example manifests')
-    .option('--manifests <paths...>', 'use these manifests instead of the embedded examples')
-    .action((o) => setResult(runDemo(io, o)));
+    .option('--manifests <paths...>', 'show the computed reachability of these manifests instead')
+    .option('--no-live', 'skip the live part (lab + agent), even as root')
+    .action(async (o) => setResult(await runDemo(io, o)));
 
   registerLab(program, io, setResult);
   registerAgent(program, io, setResult);

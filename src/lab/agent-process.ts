@@ -1,10 +1,9 @@
 // Runs the real `netpold agent` (bin/netpold.js, built dist/) inside a lab's node namespace and
-// follows its JSON log lines. Every wait is bounded.
+// follows its JSON log lines. Used by the demo and the end-to-end tests. Every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-
-const root = new URL('../..', import.meta.url).pathname;
+import { packageRoot } from './sys.js';
 
 export interface LogRecord {
   level: string;
@@ -38,6 +37,7 @@ export class AgentProcess {
   }
 
   static start(nodeNamespace: string, args: readonly string[]): AgentProcess {
+    const root = packageRoot();
     const bin = join(root, 'bin/netpold.js');
     if (!existsSync(join(root, 'dist/src/cli/main.js'))) throw new Error('dist/ is missing: run npm run build');
     const proc = spawn('ip', ['netns', 'exec', nodeNamespace, process.execPath, bin, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
