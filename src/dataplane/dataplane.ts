@@ -85,6 +85,11 @@ export class Dataplane {
     return this.snapshot?.revision ?? 0;
   }
 
+  /** The listeners start() opened, per family in config order (read-only; empty after stop()). */
+  get listeners(): { readonly tcp: readonly TransparentTcpListener[]; readonly udp: readonly UdpHandle[] } {
+    return { tcp: this.tcpListeners, udp: this.udpListeners };
+  }
+
   async start(): Promise<void> {
     for (const family of this.config.families) {
       const address = family === 4 ? '127.0.0.1' : '::1';
@@ -180,6 +185,7 @@ export class Dataplane {
       (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs }),
       {
         bytes: (dir, n) => {
+          e.lastSeen = Date.now(); // traffic: not idle, so not evicted when the table is full
           if (dir === 'toServer') this.counters.bytesToServer += n;
           else this.counters.bytesToClient += n;
         },

@@ -10,6 +10,7 @@
 // failed upstream connect resets the client.
 import type { Socket } from 'node:net';
 import type { FlowEntry } from '../conntrack/flow-table.js';
+import { formatAddr } from '../policy/addr.js';
 
 /** A connected upstream socket from (srcAddress, srcPort) to (dstAddress, dstPort). */
 export type UpstreamConnector = (opts: {
@@ -48,16 +49,21 @@ export async function relayTcp(client: Socket, entry: FlowEntry, connect: Upstre
     if (hadError || !upstream) upstream?.resetAndDestroy();
     if (!upstream || upstream.destroyed) finish();
   });
+  // Half-close needs allowHalfOpen on both sockets (else Node ends a socket's writable side as
+  // soon as its readable side ends). Set here, before any 'end', whoever made the sockets.
+  client.allowHalfOpen = true;
   // Hold client bytes until upstream is there (the socket buffers; reading resumes on pipe).
   client.pause();
 
   try {
+    // The flow's 5-tuple as registered (from the listener's TcpFlow), not the socket's own
+    // addresses: NativeSockets says to read addresses from the flow (a fake's sockets differ).
     upstream = await connect({
       family: entry.family,
-      srcAddress: client.remoteAddress!,
-      srcPort: client.remotePort!,
-      dstAddress: client.localAddress!,
-      dstPort: client.localPort!,
+      srcAddress: formatAddr(entry.family, entry.src),
+      srcPort: entry.srcPort,
+      dstAddress: formatAddr(entry.family, entry.dst),
+      dstPort: entry.dstPort,
     });
   } catch (e) {
     ev.upstreamError((e as { code?: string }).code ?? 'ERROR');
@@ -71,6 +77,7 @@ export async function relayTcp(client: Socket, entry: FlowEntry, connect: Upstre
     return;
   }
   const up = upstream;
+  up.allowHalfOpen = true;
   up.on('error', () => client.resetAndDestroy());
   up.on('close', (hadError) => {
     if (hadError) client.resetAndDestroy();

@@ -1,0 +1,584 @@
+// The Dataplane (src/dataplane/dataplane.ts) driven through FakeNativeSockets: no root, no
+// kernel TPROXY. The fake plays the network: clientTcp/endpointUdp are pods, serveTcp/endpointUdp
+// are servers at virtual addresses, and redirectTcp/redirectUdp send the clients' traffic to the
+// data plane's listeners as TPROXY would. Every check is made through sockets; every wait is
+// bounded.
+import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Dataplane, type DataplaneConfig } from '../src/dataplane/dataplane.js';
+import { FakeNativeSockets } from '../src/dataplane/native-fake.js';
+import type { TcpFlow, UdpHandle } from '../src/dataplane/native.js';
+import { MemoryLogger } from '../src/log.js';
+import { compile } from '../src/policy/compile.js';
+import type { PolicySnapshot } from '../src/policy/snapshot.js';
+import { makeCluster, makeNs, makePod, makePolicy } from './support/builders.js';
+
+// ---------------------------------------------------------------------------------------------
+// The cluster: a client pod and another pod in client-ns, a web pod in server-ns. The policy
+// server-ns/allow-client lets only the client pod reach web on TCP 8080-8090 and UDP 53.
+
+const CLIENT_IP = '198.18.3.10';
+const OTHER_IP = '198.18.3.11';
+const WEB_IP = '198.18.1.20';
+const ALLOW_POLICY = 'server-ns/allow-client';
+
+const namespaces = [makeNs('client-ns', { team: 'a' }), makeNs('server-ns')];
+const pods = [
+  makePod('client-ns/client', { app: 'client' }, { ips: [CLIENT_IP] }),
+  makePod('client-ns/other', { app: 'other' }, { ips: [OTHER_IP] }),
+  makePod('server-ns/web', { app: 'web' }, { ips: [WEB_IP] }),
+];
+
+function allowSnapshot(revision: number): PolicySnapshot {
+  return compile(
+    makeCluster({
+      namespaces,
+      pods,
+      policies: [
+        makePolicy(ALLOW_POLICY, {
+          podSelector: { app: 'web' },
+          ingress: [
+            {
+              from: [{ namespaceSelector: { team: 'a' }, podSelector: { app: 'client' } }],
+              ports: [{ port: 8080, endPort: 8090 }, { port: 53, protocol: 'UDP' }],
+            },
+          ],
+        }),
+      ],
+    }),
+    { revision },
+  );
+}
+
+/** web is isolated for ingress and nothing is allowed in. */
+function denySnapshot(revision: number): PolicySnapshot {
+  return compile(makeCluster({ namespaces, pods, policies: [makePolicy('server-ns/deny-all', { podSelector: {} })] }), { revision });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+interface Outcome {
+  data: Buffer;
+  /** The error code the socket saw, if any ('ECONNRESET' for a reset). */
+  error: string | undefined;
+  /** Whether an orderly 'end' (FIN) arrived. */
+  ended: boolean;
+}
+
+/** A socket whose bytes and fate are recorded from the start. */
+class Conn {
+  readonly chunks: Buffer[] = [];
+  error: string | undefined;
+  ended = false;
+  closed = false;
+  readonly done: Promise<Outcome>;
+
+  constructor(readonly socket: net.Socket) {
+    socket.on('data', (c: Buffer) => this.chunks.push(c));
+    socket.on('end', () => (this.ended = true));
+    socket.on('error', (e: NodeJS.ErrnoException) => (this.error ??= e.code ?? e.message));
+    this.done = new Promise((resolve) =>
+      socket.once('close', () => {
+        this.closed = true;
+        resolve({ data: this.data(), error: this.error, ended: this.ended });
+      }),
+    );
+  }
+
+  data(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+
+  text(): string {
+    return this.data().toString();
+  }
+
+  outcome(ms = 5000): Promise<Outcome> {
+    return within(this.done, ms, 'socket close');
+  }
+}
+
+/** Expects the connection to have been reset: no data, ECONNRESET (not an orderly close). */
+async function expectReset(c: Conn, ms = 5000): Promise<void> {
+  const o = await c.outcome(ms);
+  expect(o.data.length).toBe(0);
+  expect(o.ended).toBe(false);
+  expect(o.error).toBe('ECONNRESET');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+
+const DEFAULTS: DataplaneConfig = {
+  port: 0,
+  flowTableSize: 64,
+  udpIdleMs: 60_000,
+  existingFlows: 'revalidate',
+  connectTimeoutMs: 2000,
+  families: [4],
+};
+
+let fake: FakeNativeSockets | undefined;
+let dp: Dataplane | undefined;
+let log: MemoryLogger;
+
+afterEach(async () => {
+  try {
+    if (dp) await within(dp.stop(), 5000, 'dataplane.stop()');
+  } finally {
+    dp = undefined;
+    if (fake) await within(fake.close(), 5000, 'fake.close()');
+    fake = undefined;
+  }
+});
+
+/** Starts a data plane redirected to by the fake; `snapshot` null: none set (not ready). */
+async function setup(config: Partial<DataplaneConfig> = {}, snapshot: PolicySnapshot | null = allowSnapshot(1)) {
+  const f = new FakeNativeSockets();
+  fake = f;
+  log = new MemoryLogger();
+  const d = new Dataplane(f, log, { ...DEFAULTS, ...config });
+  dp = d;
+  await d.start();
+  expect(d.listeners.tcp).toHaveLength(1);
+  expect(d.listeners.udp).toHaveLength(1);
+  f.redirectTcp(d.listeners.tcp[0]!);
+  f.redirectUdp(d.listeners.udp[0]!);
+  if (snapshot) d.setSnapshot(snapshot);
+  return { fake: f, dp: d };
+}
+
+/** An echo server at WEB_IP:port that records the flows it accepted and its sockets. */
+async function echoServer(f: FakeNativeSockets, port = 8080) {
+  const flows: TcpFlow[] = [];
+  const sockets: Conn[] = [];
+  await f.serveTcp({ address: WEB_IP, port }, (s, flow) => {
+    flows.push(flow);
+    sockets.push(new Conn(s));
+    s.pipe(s);
+  });
+  return { flows, sockets };
+}
+
+async function client(f: FakeNativeSockets, src: string, srcPort: number, dstPort = 8080): Promise<Conn> {
+  return new Conn(await within(f.clientTcp({ srcAddress: src, srcPort, dstAddress: WEB_IP, dstPort }), 5000, 'clientTcp'));
+}
+
+async function roundTrip(c: Conn, text: string): Promise<void> {
+  const before = c.text();
+  c.socket.write(text);
+  await waitFor(() => c.text() === before + text, 5000, `echo of ${JSON.stringify(text)}`);
+}
+
+function logged(msg: string) {
+  return log.lines.filter((l) => l.msg === msg);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('Dataplane over FakeNativeSockets: TCP', () => {
+  it('fails closed before the first snapshot: a TCP client is reset, a datagram dropped; both counted as not ready', async () => {
+    const { fake: f, dp: d } = await setup({}, null);
+    expect(d.ready).toBe(false);
+    expect(d.revision).toBe(0);
+    const server = await echoServer(f);
+    const c = await client(f, CLIENT_IP, 40000);
+    await expectReset(c);
+    expect(d.counters.refusedNotReady).toBe(1);
+    expect(server.flows).toEqual([]);
+    expect(f.tcpConnects).toEqual([]);
+
+    const got: string[] = [];
+    f.endpointUdp({ address: WEB_IP, port: 53 }, (m) => got.push(m.toString()));
+    const udpClient = f.endpointUdp({ address: CLIENT_IP, port: 40000 }, () => {});
+    udpClient.send(Buffer.from('q'), WEB_IP, 53);
+    await waitFor(() => d.counters.refusedNotReady === 2, 5000, 'the datagram refused');
+    expect(d.table.size).toBe(0);
+    expect(d.counters.decisions).toEqual({ allow: 0, deny: 0 });
+    expect(got).toEqual([]);
+
+    // Once a snapshot arrives, the same flow is relayed.
+    d.setSnapshot(allowSnapshot(1));
+    expect(d.ready).toBe(true);
+    expect(d.revision).toBe(1);
+    const c2 = await client(f, CLIENT_IP, 40001);
+    await roundTrip(c2, 'ping');
+    expect(d.counters.decisions.allow).toBe(1);
+  });
+
+  it('relays an allowed flow byte-exact both ways, with half-close, from the client address to the original destination', async () => {
+    const { fake: f, dp: d } = await setup({ connectTimeoutMs: 1234 });
+    const toServer = randomBytes(3 << 20);
+    const toClient = randomBytes(2 << 20);
+    const serverFlows: TcpFlow[] = [];
+    let serverGot: Buffer | undefined;
+    let clientEndedBeforeReply: boolean | undefined;
+    let c: Conn | undefined;
+    await f.serveTcp({ address: WEB_IP, port: 8080 }, (s, flow) => {
+      serverFlows.push(flow);
+      s.allowHalfOpen = true; // the server application keeps its side open after the client's FIN
+      const chunks: Buffer[] = [];
+      s.on('data', (b: Buffer) => chunks.push(b));
+      s.on('end', () => {
+        serverGot = Buffer.concat(chunks);
+        // The client's FIN arrived; the server still writes back, a little later.
+        setTimeout(() => {
+          clientEndedBeforeReply = c?.ended;
+          s.end(toClient);
+        }, 50);
+      });
+    });
+    c = await client(f, CLIENT_IP, 40000);
+    c.socket.allowHalfOpen = true;
+    c.socket.end(toServer); // write everything, then FIN
+    const o = await c.outcome(20_000);
+    expect(o.error).toBeUndefined();
+    expect(o.ended).toBe(true);
+    expect(clientEndedBeforeReply).toBe(false); // the relay did not end the client's side early
+    expect(serverGot?.length).toBe(toServer.length);
+    expect(serverGot!.equals(toServer)).toBe(true);
+    expect(o.data.length).toBe(toClient.length);
+    expect(o.data.equals(toClient)).toBe(true);
+
+    // The server saw the client's own address and port; the data plane asked the kernel for a
+    // transparent connect from there to the original destination.
+    expect(serverFlows).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: 40000, dstAddress: WEB_IP, dstPort: 8080 }]);
+    expect(f.tcpConnects).toEqual([
+      { family: 4, srcAddress: CLIENT_IP, srcPort: 40000, dstAddress: WEB_IP, dstPort: 8080, timeoutMs: 1234 },
+    ]);
+    await waitFor(() => d.table.size === 0, 5000, 'the flow removed from the table');
+    expect(d.counters).toMatchObject({
+      decisions: { allow: 1, deny: 0 },
+      bytesToServer: toServer.length,
+      bytesToClient: toClient.length,
+      upstreamErrors: 0,
+    });
+  });
+
+  it('half-close the other way: the server ends first, the client can still send', async () => {
+    const { fake: f } = await setup();
+    let serverConn: Conn | undefined;
+    await f.serveTcp({ address: WEB_IP, port: 8080 }, (s) => {
+      s.allowHalfOpen = true;
+      serverConn = new Conn(s);
+      s.end('hello, and bye');
+    });
+    const c = await client(f, CLIENT_IP, 40000);
+    c.socket.allowHalfOpen = true;
+    await waitFor(() => c.ended, 5000, "the server's FIN at the client");
+    expect(c.text()).toBe('hello, and bye');
+    expect(c.closed).toBe(false);
+    c.socket.end('late data from the client');
+    await waitFor(() => serverConn?.ended === true, 5000, "the client's FIN at the server");
+    expect(serverConn!.text()).toBe('late data from the client');
+    const o = await c.outcome();
+    expect(o.error).toBeUndefined();
+  });
+
+  it('resets a denied flow, counts it, and logs the decision naming the policy', async () => {
+    const { fake: f, dp: d } = await setup();
+    const server = await echoServer(f);
+    const c = await client(f, OTHER_IP, 40001);
+    await expectReset(c);
+    expect(d.counters.decisions).toEqual({ allow: 0, deny: 1 });
+    expect(server.flows).toEqual([]);
+    expect(f.tcpConnects).toEqual([]);
+    expect(d.table.size).toBe(0);
+    const lines = logged('flow denied');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.level).toBe('info');
+    expect(lines[0]!.fields).toMatchObject({ protocol: 'TCP', src: `${OTHER_IP}:40001`, dst: `${WEB_IP}:8080`, verdict: 'deny', revision: 1 });
+    expect(String(lines[0]!.fields.ingress)).toContain(ALLOW_POLICY);
+
+    // A port the policy does not allow is denied too, for the allowed client.
+    const c2 = await client(f, CLIENT_IP, 40002, 9000);
+    await expectReset(c2);
+    expect(d.counters.decisions).toEqual({ allow: 0, deny: 2 });
+  });
+
+  it('resets the client when the upstream connect is refused', async () => {
+    const { fake: f, dp: d } = await setup();
+    // Nobody serves WEB_IP:8081.
+    const c = await client(f, CLIENT_IP, 40000, 8081);
+    await expectReset(c);
+    expect(d.counters.decisions.allow).toBe(1);
+    expect(d.counters.upstreamErrors).toBe(1);
+    expect(f.tcpConnects).toEqual([expect.objectContaining({ srcAddress: CLIENT_IP, srcPort: 40000, dstAddress: WEB_IP, dstPort: 8081 })]);
+    expect(logged('upstream connect failed').map((l) => l.fields.code)).toEqual(['ECONNREFUSED']);
+    await waitFor(() => d.table.size === 0, 5000, 'the flow removed');
+  });
+
+  it('resets the client when the upstream connect times out (black hole)', async () => {
+    const { fake: f, dp: d } = await setup({ connectTimeoutMs: 150 });
+    f.blackholeTcp(WEB_IP, 8082);
+    const t0 = Date.now();
+    const c = await client(f, CLIENT_IP, 40000, 8082);
+    await expectReset(c, 5000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    expect(d.counters.upstreamErrors).toBe(1);
+    expect(f.tcpConnects).toEqual([expect.objectContaining({ dstAddress: WEB_IP, dstPort: 8082, timeoutMs: 150 })]);
+    expect(logged('upstream connect failed').map((l) => l.fields.code)).toEqual(['ETIMEDOUT']);
+    await waitFor(() => d.table.size === 0, 5000, 'the flow removed');
+  });
+
+  it("existingFlows 'revalidate': a live flow the new snapshot denies is reset, counted and logged; one it allows stays", async () => {
+    const { fake: f, dp: d } = await setup({ existingFlows: 'revalidate' });
+    const server = await echoServer(f);
+    const c = await client(f, CLIENT_IP, 40000);
+    await roundTrip(c, 'before');
+    // A snapshot that still allows it: the flow stays and is stamped with the new revision.
+    d.setSnapshot(allowSnapshot(2));
+    await roundTrip(c, 'still');
+    expect(d.table.all().map((e) => [e.state, e.revision])).toEqual([['allowed', 2]]);
+    expect(d.counters.closedByPolicyChange).toBe(0);
+
+    d.setSnapshot(denySnapshot(3));
+    const o = await c.outcome();
+    expect(o.error).toBe('ECONNRESET');
+    expect(o.data.toString()).toBe('beforestill');
+    await within(server.sockets[0]!.done, 5000, 'the upstream side closed');
+    expect(server.sockets[0]!.error).toBe('ECONNRESET');
+    expect(d.counters.closedByPolicyChange).toBe(1);
+    expect(d.table.size).toBe(0);
+    expect(logged('flow closed: no longer allowed after a policy change')).toEqual([
+      expect.objectContaining({ fields: expect.objectContaining({ protocol: 'TCP', src: `${CLIENT_IP}:40000`, dst: `${WEB_IP}:8080`, revision: 3 }) }),
+    ]);
+    expect(logged('live flows re-evaluated')).toEqual([expect.objectContaining({ fields: { revision: 3, closed: 1 } })]);
+    // New flows are decided under the new snapshot.
+    await expectReset(await client(f, CLIENT_IP, 40001));
+    expect(d.counters.decisions).toEqual({ allow: 1, deny: 1 });
+  });
+
+  it("existingFlows 'keep': a live flow stays open and keeps relaying; new flows follow the new snapshot", async () => {
+    const { fake: f, dp: d } = await setup({ existingFlows: 'keep' });
+    await echoServer(f);
+    const c = await client(f, CLIENT_IP, 40000);
+    await roundTrip(c, 'before');
+    d.setSnapshot(denySnapshot(2));
+    await sleep(50);
+    await roundTrip(c, 'after');
+    expect(c.closed).toBe(false);
+    expect(d.counters.closedByPolicyChange).toBe(0);
+    expect(logged('flow closed: no longer allowed after a policy change')).toEqual([]);
+    await expectReset(await client(f, CLIENT_IP, 40001));
+    expect(d.counters.decisions).toEqual({ allow: 1, deny: 1 });
+  });
+
+  it('refuses a flow when the table is full (counted, logged); the first flow still works, and its place is freed when it ends', async () => {
+    const { fake: f, dp: d } = await setup({ flowTableSize: 1 });
+    const server = await echoServer(f);
+    const c1 = await client(f, CLIENT_IP, 40000);
+    await roundTrip(c1, 'one');
+    const c2 = await client(f, CLIENT_IP, 40001);
+    await expectReset(c2);
+    expect(d.counters.refusedTableFull).toBe(1);
+    expect(d.table.stats).toMatchObject({ refusals: 1, evictions: 0 });
+    expect(logged('flow refused: flow table full (NETPOLD_E_FLOW_TABLE_FULL)')).toEqual([
+      expect.objectContaining({ level: 'warn', fields: { capacity: 1 } }),
+    ]);
+    await roundTrip(c1, 'two');
+    expect(server.flows).toHaveLength(1);
+
+    c1.socket.end();
+    const o = await c1.outcome();
+    expect(o.error).toBeUndefined();
+    await waitFor(() => d.table.size === 0, 5000, 'the first flow removed');
+    const c3 = await client(f, CLIENT_IP, 40002);
+    await roundTrip(c3, 'three');
+    expect(d.counters.decisions.allow).toBe(2);
+  });
+
+  it('a TCP flow carrying bytes is not idle: a full table refuses a new flow rather than evict it', async () => {
+    const { fake: f, dp: d } = await setup({ flowTableSize: 1, udpIdleMs: 300 });
+    await echoServer(f);
+    const c1 = await client(f, CLIENT_IP, 40000);
+    // Traffic every 30 ms for longer than the idle time.
+    const t0 = Date.now();
+    for (let i = 0; Date.now() - t0 < 500; i++) {
+      await roundTrip(c1, `${i}`);
+      await sleep(30);
+    }
+    const c2 = await client(f, CLIENT_IP, 40001);
+    await expectReset(c2);
+    expect(d.counters.refusedTableFull).toBe(1);
+    expect(d.table.stats.evictions).toBe(0);
+    await roundTrip(c1, 'still here');
+  });
+
+  it('a silent TCP flow is idle: a full table evicts it (reset) for a new flow', async () => {
+    const { fake: f, dp: d } = await setup({ flowTableSize: 1, udpIdleMs: 100 });
+    await echoServer(f);
+    const c1 = await client(f, CLIENT_IP, 40000);
+    await roundTrip(c1, 'one');
+    await sleep(150);
+    const c2 = await client(f, CLIENT_IP, 40001);
+    const o = await c1.outcome();
+    expect(o.error).toBe('ECONNRESET');
+    await roundTrip(c2, 'two');
+    expect(d.table.stats.evictions).toBe(1);
+    expect(d.counters.refusedTableFull).toBe(0);
+  });
+});
+
+describe('Dataplane over FakeNativeSockets: UDP', () => {
+  /** A UDP server at WEB_IP:53 answering `answer:<query>`, and a client endpoint. */
+  function udpPair(f: FakeNativeSockets, clientIp = CLIENT_IP, clientPort = 40000) {
+    const serverSaw: string[] = [];
+    const server: UdpHandle = f.endpointUdp({ address: WEB_IP, port: 53 }, (msg, sa, sp, da, dp) => {
+      serverSaw.push(`${msg.toString()} ${sa}:${sp} -> ${da}:${dp}`);
+      server.send(Buffer.from(`answer:${msg.toString()}`), sa, sp);
+    });
+    const clientGot: string[] = [];
+    const c = f.endpointUdp({ address: clientIp, port: clientPort }, (msg, sa, sp, da, dp) => {
+      clientGot.push(`${msg.toString()} ${sa}:${sp} -> ${da}:${dp}`);
+    });
+    return { server, serverSaw, c, clientGot, send: (text: string) => c.send(Buffer.from(text), WEB_IP, 53) };
+  }
+
+  it('relays an allowed flow from the client address; the reply comes from the original destination; later datagrams use the table', async () => {
+    const { fake: f, dp: d } = await setup();
+    const u = udpPair(f);
+    u.send('q1');
+    await waitFor(() => u.clientGot.length === 1, 5000, 'the first answer');
+    expect(u.serverSaw).toEqual([`q1 ${CLIENT_IP}:40000 -> ${WEB_IP}:53`]);
+    expect(u.clientGot).toEqual([`answer:q1 ${WEB_IP}:53 -> ${CLIENT_IP}:40000`]);
+    expect(d.counters.decisions).toEqual({ allow: 1, deny: 0 });
+    expect(d.table.stats).toMatchObject({ entries: 1, lookups: 1, hits: 0 });
+    // The flow's sockets: a reply socket at the original destination, an upstream socket at the
+    // client's address connected to it; both transparent.
+    expect(f.udpOpens.slice(1)).toEqual([
+      expect.objectContaining({ family: 4, address: WEB_IP, port: 53, transparent: true }),
+      expect.objectContaining({ family: 4, address: CLIENT_IP, port: 40000, transparent: true }),
+    ]);
+
+    u.send('q2');
+    await waitFor(() => u.clientGot.length === 2, 5000, 'the second answer');
+    expect(u.serverSaw[1]).toBe(`q2 ${CLIENT_IP}:40000 -> ${WEB_IP}:53`);
+    expect(u.clientGot[1]).toBe(`answer:q2 ${WEB_IP}:53 -> ${CLIENT_IP}:40000`);
+    expect(d.counters.decisions).toEqual({ allow: 1, deny: 0 }); // no new decision
+    expect(d.table.stats).toMatchObject({ entries: 1, lookups: 2, hits: 1 });
+    expect(f.udpOpens).toHaveLength(3); // no new sockets either
+    expect(d.counters).toMatchObject({ bytesToServer: 4, bytesToClient: 'answer:q1answer:q2'.length, udpDropped: 0 });
+  });
+
+  it('drops the datagrams of a denied flow (one decision, every datagram counted) and logs the decision', async () => {
+    const { fake: f, dp: d } = await setup();
+    const u = udpPair(f, OTHER_IP, 40001);
+    u.send('x1');
+    u.send('x2');
+    u.send('x3');
+    await waitFor(() => d.counters.udpDropped === 3, 5000, 'three datagrams dropped');
+    expect(d.counters.decisions).toEqual({ allow: 0, deny: 1 });
+    expect(u.serverSaw).toEqual([]);
+    expect(f.udpOpens).toHaveLength(1); // only the listener: nothing opened for the flow
+    const lines = logged('flow denied');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.fields).toMatchObject({ protocol: 'UDP', src: `${OTHER_IP}:40001`, dst: `${WEB_IP}:53`, verdict: 'deny' });
+    expect(String(lines[0]!.fields.ingress)).toContain(ALLOW_POLICY);
+    // An allowed client meanwhile is served (so the denied datagrams were not merely slow).
+    const ok = udpPair(f);
+    ok.send('q');
+    await waitFor(() => ok.clientGot.length === 1, 5000, 'the allowed answer');
+    expect(u.serverSaw).toEqual([]);
+  });
+
+  it('closes an idle flow after udpIdleMs; the next datagram is decided afresh', async () => {
+    const { fake: f, dp: d } = await setup({ udpIdleMs: 200 });
+    const u = udpPair(f);
+    u.send('q1');
+    await waitFor(() => u.clientGot.length === 1, 5000, 'the first answer');
+    expect(d.table.size).toBe(1);
+    const t0 = Date.now();
+    await waitFor(() => d.table.size === 0, 3000, 'the idle flow closed');
+    expect(Date.now() - t0).toBeLessThan(2000);
+    // Its two sockets are closed: the fake holds only the listener and the two endpoints.
+    expect(f.udpHandles.filter((h) => !h.external)).toHaveLength(1);
+    u.send('q2');
+    await waitFor(() => u.clientGot.length === 2, 5000, 'the second answer');
+    expect(d.counters.decisions.allow).toBe(2);
+    expect(f.udpOpens).toHaveLength(5);
+  });
+
+  it("policy change: an allowed flow the new snapshot denies is closed; a denied flow it allows is decided afresh", async () => {
+    const { fake: f, dp: d } = await setup();
+    const a = udpPair(f);
+    a.send('q1');
+    await waitFor(() => a.clientGot.length === 1, 5000, 'the first answer');
+    d.setSnapshot(denySnapshot(2));
+    expect(d.counters.closedByPolicyChange).toBe(1);
+    expect(d.table.size).toBe(0);
+    expect(f.udpHandles.filter((h) => !h.external)).toHaveLength(1);
+    a.send('q2');
+    await waitFor(() => d.counters.udpDropped === 1, 5000, 'q2 dropped');
+    expect(d.counters.decisions).toEqual({ allow: 1, deny: 1 });
+    expect(a.serverSaw).toHaveLength(1);
+
+    // Allowed again: the denied entry is dropped, so the next datagram is allowed.
+    d.setSnapshot(allowSnapshot(3));
+    expect(d.table.size).toBe(0);
+    a.send('q3');
+    await waitFor(() => a.clientGot.length === 2, 5000, 'the answer under revision 3');
+    expect(d.counters.decisions).toEqual({ allow: 2, deny: 1 });
+  });
+});
+
+describe('Dataplane over FakeNativeSockets: stop()', () => {
+  it('resets live flows, closes the flow sockets and the listeners', async () => {
+    const { fake: f, dp: d } = await setup();
+    const server = await echoServer(f);
+    const c = await client(f, CLIENT_IP, 40000);
+    await roundTrip(c, 'hi');
+    const u = (() => {
+      const got: string[] = [];
+      const s: UdpHandle = f.endpointUdp({ address: WEB_IP, port: 53 }, (m, sa, sp) => s.send(m, sa, sp));
+      const h = f.endpointUdp({ address: CLIENT_IP, port: 40000 }, (m) => got.push(m.toString()));
+      return { got, h };
+    })();
+    u.h.send(Buffer.from('q'), WEB_IP, 53);
+    await waitFor(() => u.got.length === 1, 5000, 'the UDP answer');
+    expect(d.table.size).toBe(2);
+
+    await within(d.stop(), 5000, 'stop()');
+    dp = undefined;
+    const o = await c.outcome();
+    expect(o.error).toBe('ECONNRESET');
+    await within(server.sockets[0]!.done, 5000, 'the upstream side closed');
+    expect(d.table.size).toBe(0);
+    expect(d.listeners.tcp).toHaveLength(0);
+    expect(d.listeners.udp).toHaveLength(0);
+    expect(f.udpHandles.filter((h) => !h.external)).toHaveLength(0);
+    // The TCP listener no longer accepts.
+    await expect(within(f.clientTcp({ srcAddress: CLIENT_IP, srcPort: 40001, dstAddress: WEB_IP, dstPort: 8080 }), 5000, 'connect')).rejects.toMatchObject({
+      code: 'ECONNREFUSED',
+    });
+    expect(d.counters.decisions.allow).toBe(2);
+  });
+});
