@@ -21,6 +21,8 @@ export const ErrorCodes = {
   NETPOLD_E_LAB: 'The network-namespace lab failed: missing root, ip or nft, addresses outside the test ranges, an existing lab, or a step that failed.',
   NETPOLD_E_INTERCEPTION: 'Installing or updating the nftables table or the policy routing failed (needs root, nftables with tproxy and socket expressions, iproute2).',
   NETPOLD_E_FLOW_TABLE_FULL: 'A new flow was refused because the flow table is full and no flow was idle; raise --flow-table-size.',
+  NETPOLD_E_KUBECONFIG: 'The Kubernetes client configuration could not be loaded: an unreadable or invalid --kubeconfig, or --in-cluster outside a pod (service-account files or KUBERNETES_SERVICE_HOST/PORT missing).',
+  NETPOLD_E_KUBE_API: 'A list or watch request to the Kubernetes API server failed (network, HTTP error, 410 Gone, stalled watch); the agent relists with backoff and keeps enforcing the last state.',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

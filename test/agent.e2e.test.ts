@@ -96,6 +96,18 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
     expect(cells).toContain(false);
   });
 
+  it('enforces SCTP in the kernel from the same snapshot (its own table, rules per rule group)', async () => {
+    // This kernel has no SCTP sockets, so no live SCTP probe: the table's presence and shape are
+    // checked here; its verdicts are checked against decide() in test/nft-target.test.ts.
+    await agent.waitFor((l) => l.msg === 'sctp kernel rules enforced');
+    const t = await lab.exec(lab.nodeNamespace, ['nft', 'list', 'table', 'inet', 'netpold_sctp']);
+    expect(t.code).toBe(0);
+    expect(t.stdout).toMatch(/hook forward/);
+    expect(t.stdout).toMatch(/ct state established,related accept/);
+    expect(t.stdout).toMatch(/meta l4proto != sctp accept|meta l4proto != \{ sctp \} accept/);
+    expect(t.stdout).toMatch(/chain in_g\d+/);
+  });
+
   it('a denied TCP connection is reset right after the handshake; the log names the policies', async () => {
     const r = await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 });
     expect(r.result).toBe('reset');

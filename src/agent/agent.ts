@@ -14,6 +14,8 @@ import { formatManifestError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ClusterState } from '../model/types.js';
 import { Compiler } from '../policy/compile.js';
+import { renderNftEnforcement } from '../policy/nft-target.js';
+import type { PolicySnapshot } from '../policy/snapshot.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Interception, PodAddresses } from '../dataplane/interception.js';
 import type { SourceUpdate, StateSource } from '../source/source.js';
@@ -33,6 +35,12 @@ export class Agent {
   private podKey = '';
   private readyLogged = false;
   private queue: Promise<void> = Promise.resolve();
+  // SCTP is enforced in the kernel from the same snapshot. Rendering and loading that table
+  // takes longer than swapping a snapshot, so it runs beside the update queue, coalesced: only
+  // the newest snapshot waiting is rendered.
+  private sctpNext: PolicySnapshot | undefined;
+  private sctpWork: Promise<void> = Promise.resolve();
+  private sctpBusy = false;
 
   constructor(
     private readonly source: StateSource,
@@ -58,10 +66,38 @@ export class Agent {
   async stop(): Promise<void> {
     await this.source.stop();
     await this.queue;
+    this.sctpNext = undefined;
+    await this.sctpWork;
     await this.dataplane.stop();
     const problems = await this.interception.teardown();
     for (const p of problems) this.log.warn({ problem: p }, 'interception teardown');
     this.log.info({}, 'stopped: interception removed');
+  }
+
+  private scheduleSctp(snap: PolicySnapshot, pods: PodAddresses): void {
+    this.sctpNext = snap;
+    if (this.sctpBusy) return;
+    this.sctpBusy = true;
+    const all = this.options.interceptAllPods || this.options.nodeName === undefined;
+    this.sctpWork = (async () => {
+      while (this.sctpNext) {
+        const s = this.sctpNext;
+        this.sctpNext = undefined;
+        try {
+          const t0 = performance.now();
+          const text = renderNftEnforcement(s, {
+            table: this.interception.sctpTable,
+            protocols: ['SCTP'],
+            localPods: all ? 'all' : { nodeName: this.options.nodeName! },
+          });
+          await this.interception.applySctp(text);
+          this.log.info({ revision: s.revision, ms: Math.round(performance.now() - t0), localPods: pods.v4.length + pods.v6.length }, 'sctp kernel rules enforced');
+        } catch (e) {
+          this.log.error({ revision: s.revision, error: (e as Error).message }, 'sctp kernel rules could not be loaded; the previous ones stay');
+        }
+      }
+      this.sctpBusy = false;
+    })();
   }
 
   private async apply(u: SourceUpdate): Promise<void> {
@@ -80,6 +116,7 @@ export class Agent {
       this.podKey = key;
       this.log.info({ v4: pods.v4.length, v6: pods.v6.length }, 'intercepting the pods of this node');
     }
+    this.scheduleSctp(snap, pods);
     if (!this.readyLogged) {
       this.readyLogged = true;
       this.log.info({ revision: snap.revision }, 'ready');

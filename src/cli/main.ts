@@ -49,8 +49,11 @@ function build(io: Io, setResult: (code: number) => void): Command {
     .action((o) => setResult(runMatrix(io, o)));
 
   common(program.command('compile'))
-    .description('compile the manifests and report the decision structure')
+    .description('compile the manifests: report the decision structure (--stats) or print it as an nftables ruleset (--target nft)')
     .option('--stats', 'sizes (pods, identities, selectors, policies, trie nodes), compile time, heap')
+    .option('--target <nft>', 'print the policies as an nftables ruleset enforcing them in the kernel (forward hook); with --node, for that node\'s pods')
+    .option('--table <name>', 'with --target nft: the table (family inet; default netpold_kernel)')
+    .option('--protocols <list>', 'with --target nft: protocols to enforce, comma-separated (default TCP,UDP,SCTP)')
     .action((o) => setResult(runCompile(io, o)));
 
   program

@@ -79,6 +79,20 @@ export function renderRuleset(c: InterceptionConfig, pods: PodAddresses): string
 `;
 }
 
+/** SCTP before the first snapshot: established associations pass, new ones are dropped. */
+export function renderSctpFailClosed(table: string): string {
+  return `table inet ${table}
+delete table inet ${table}
+table inet ${table} {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state established,related accept
+    meta l4proto sctp drop
+  }
+}
+`;
+}
+
 /** One atomic nft transaction replacing the pod sets. */
 export function renderPodUpdate(c: InterceptionConfig, pods: PodAddresses): string {
   const lines = [`flush set inet ${c.table} pods_v4`, `flush set inet ${c.table} pods_v6`];
@@ -104,12 +118,27 @@ export class Interception {
     await this.teardown();
     const c = this.config;
     await this.must('nft', ['-f', '-'], renderRuleset(c, pods));
+    // Until the first snapshot's SCTP rules replace it: no new forwarded SCTP association.
+    await this.must('nft', ['-f', '-'], renderSctpFailClosed(this.sctpTable));
     this.installed = true;
     const mark = `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
     for (const fam of ['-4', '-6']) {
       await this.must('ip', [fam, 'rule', 'add', 'fwmark', mark, 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
       await this.must('ip', [fam, 'route', 'add', 'local', fam === '-4' ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(c.routeTable)]);
     }
+  }
+
+  /** The table enforcing SCTP in the kernel (TPROXY cannot redirect SCTP). */
+  get sctpTable(): string {
+    return `${this.config.table}_sctp`;
+  }
+
+  /**
+   * Replaces the SCTP enforcement table with `ruleset` (rendered by compile's nft target for
+   * SCTP; it deletes and recreates its table in one transaction).
+   */
+  async applySctp(ruleset: string): Promise<void> {
+    await this.must('nft', ['-f', '-'], ruleset);
   }
 
   async updatePods(pods: PodAddresses): Promise<void> {
@@ -122,9 +151,11 @@ export class Interception {
     const problems: string[] = [];
     const mark = `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
     const list = await this.run('nft', ['list', 'tables', 'inet']);
-    if (list.code === 0 && new RegExp(`^table inet ${c.table}$`, 'm').test(list.stdout)) {
-      const r = await this.run('nft', ['delete', 'table', 'inet', c.table]);
-      if (r.code !== 0) problems.push(`nft delete table inet ${c.table}: ${r.stderr.trim()}`);
+    for (const table of [c.table, this.sctpTable]) {
+      if (list.code === 0 && new RegExp(`^table inet ${table}$`, 'm').test(list.stdout)) {
+        const r = await this.run('nft', ['delete', 'table', 'inet', table]);
+        if (r.code !== 0) problems.push(`nft delete table inet ${table}: ${r.stderr.trim()}`);
+      }
     }
     for (const fam of ['-4', '-6']) {
       // Bounded: at most a few duplicates can exist.
