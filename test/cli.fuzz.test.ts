@@ -9,8 +9,10 @@
 //     one summary line; the loader's errors are printed one line each, each naming its file;
 //   - when the loader reports errors (without --allow-errors): exit 2 and nothing on stdout.
 //
-// Generated keys, names and kinds are printable (no line breaks): user text containing a line
-// break is not escaped in error lines yet, see the `it.fails` regression at the end.
+// Generated keys and names include control characters, line breaks and other characters that
+// must not reach a terminal raw (the loader escapes user text in error and notice lines), and
+// nesting goes far beyond the loader's limit (MAX_NESTING, 64 levels: deeper documents are
+// rejected while parsing, before anything recurses), in-process as in a child process.
 import fc from 'fast-check';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -74,8 +76,8 @@ const BASES: Record<string, Json> = {
 // ---------------------------------------------------------------------------------------------
 // Generators of file contents
 
-/** Nesting depth used in-process (see deepNesting). */
-const IN_PROCESS_DEPTH = 250;
+/** Nesting depth used in-process (see deepNesting): far beyond the loader's limit of 64. */
+const IN_PROCESS_DEPTH = 5000;
 
 const CHARS = ['a', 'z', '0', '-', '.', '_', '/', ' ', 'é', 'ß', '😀', 'x.y/z', ':', '{', '"'];
 
@@ -83,6 +85,10 @@ const CHARS = ['a', 'z', '0', '-', '.', '_', '/', ' ', 'é', 'ß', '😀', 'x.y/
 const longString = fc
   .record({ len: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 60_000, max: 100_000 })), ch: fc.constantFrom(...CHARS) })
   .map(({ len, ch }) => ch.repeat(Math.ceil(len / ch.length)).slice(0, len));
+
+/** Control characters, line breaks, separators, bidi controls, lone surrogates, backslashes. */
+const NASTY = ['\n', '\r', '\t', '\u0000', '\u001b[31m', '\u007f', '\u009b', '\u2028', '\u2029', '\u202e', '\ufeff', '\ud800', '\\', '"', '\n    at y'];
+const nastyString = fc.array(fc.oneof(fc.constantFrom(...NASTY), fc.string({ maxLength: 4 })), { minLength: 1, maxLength: 5 }).map((a) => a.join(''));
 
 /** Values that are wrong somewhere: types, edge numbers, near-miss strings. */
 const weird: fc.Arbitrary<Json> = fc.oneof(
@@ -93,11 +99,14 @@ const weird: fc.Arbitrary<Json> = fc.oneof(
     [], {}, [null], [{}], { matchLabels: null }, { '': '' },
   ),
   longString,
+  nastyString,
 );
 
-/** Printable keys (see the header about line breaks). */
+/** Keys, printable or not. */
 const weirdKey = fc.oneof(
   fc.string({ maxLength: 20 }),
+  nastyString,
+  fc.string({ unit: 'binary', maxLength: 20 }),
   fc.constantFrom('status', 'types', 'selector', 'to', 'from', 'port', 'matchLabels', 'cidr', 'containerPort', '__proto__', 'constructor', 'toString', 'kind', 'items'),
 );
 
@@ -145,9 +154,9 @@ const mutated: fc.Arbitrary<Json> = fc
     return obj;
   });
 
-/** A valid object with a long string at one place. */
+/** A valid object with a long string, or one that must be escaped, at one place. */
 const withLongString: fc.Arbitrary<Json> = fc
-  .tuple(fc.constantFrom('name', 'namespace', 'label-key', 'label-value', 'cidr', 'port-name', 'kind', 'apiVersion', 'unknown-key', 'podIP'), longString)
+  .tuple(fc.constantFrom('name', 'namespace', 'label-key', 'label-value', 'cidr', 'port-name', 'kind', 'apiVersion', 'unknown-key', 'podIP'), fc.oneof(longString, nastyString))
   .map(([where, s]) => {
     const o = structuredClone(BASES['policy']) as any;
     const p = structuredClone(BASES['pod']) as any;
@@ -213,12 +222,12 @@ const hugeNumbers = fc.tuple(fc.constantFrom(...HUGE), fc.bigInt().map(String), 
 });
 
 /**
- * Deep nesting, closed or not, in flow and block style. In-process it stays below the depth at
- * which the YAML parser overflows the stack (~780 levels of `[` with Node's default stack): past
- * it the loader's answer depends on the caller's stack depth, and repeated overflows can abort
- * the process (see "5,000 levels of nesting" below, run in a child process).
+ * Deep nesting, closed or not, in flow and block style, around and far beyond the loader's limit
+ * of 64 levels (the YAML parser would overflow the stack at ~780 levels of `[`; the loader stops
+ * it at 65, see also "5,000 levels of nesting" below, run in a child process). `a: b: c` lines
+ * nest through the parser's error recovery, without indentation.
  */
-const deepNesting = fc.tuple(fc.constantFrom('[', '{a: ', 'labels', 'block', 'list'), fc.integer({ min: 50, max: IN_PROCESS_DEPTH }), fc.boolean()).map(([kind, n, closed]) => {
+const deepNesting = fc.tuple(fc.constantFrom('[', '{a: ', 'labels', 'block', 'list', 'a: b: c'), fc.integer({ min: 50, max: IN_PROCESS_DEPTH }), fc.boolean()).map(([kind, n, closed]) => {
   switch (kind) {
     case '[':
       return '['.repeat(n) + (closed ? ']'.repeat(n) : '');
@@ -228,6 +237,8 @@ const deepNesting = fc.tuple(fc.constantFrom('[', '{a: ', 'labels', 'block', 'li
       return `apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: ${'['.repeat(n)}${closed ? ']'.repeat(n) : ''}\n`;
     case 'list':
       return `${'{apiVersion: v1, kind: List, items: ['.repeat(n)}${closed ? ']}'.repeat(n) : ''}`;
+    case 'a: b: c':
+      return 'a: b: c\n'.repeat(n) + (closed ? 'd: 1\n' : '');
     default:
       return Array.from({ length: n }, (_, i) => `${' '.repeat(i)}- `).join('\n') + (closed ? 'x' : '');
   }
@@ -416,23 +427,29 @@ describe('CLI fuzz: check, matrix and compile --stats on random and mutated mani
     });
   });
 
-  // Known bug (reported, not fixed here): user text that contains a line break is printed raw in
-  // an error line (field paths carry unknown keys and label keys, the object reference carries
-  // metadata.name) and in the skipped-kind notice (the kind), so one error spans several lines,
-  // and a value such as "x\n    at y" makes stderr look like a stack trace. Values shown with
-  // show() are JSON-escaped; these are not. This test states the expected behaviour and is
-  // expected to fail until the loader escapes them.
-  it.fails('user text with a line break stays on one error line (known bug: keys, names and kinds are not escaped)', async () => {
-    const data = 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: "a\\n    at b"\n  labels: {"k\\n    at c": v}\n"x\\n    at y": 1\n---\napiVersion: v1\nkind: "Foo\\n    at Bar"\n';
+  // Regression: user text that contains a line break was printed raw in an error line (field
+  // paths carry unknown keys and label keys, the object reference carries metadata.name) and in
+  // the skipped-kind notice (the kind), so one error spanned several lines, and a value such as
+  // "x\n    at y" made stderr look like a stack trace. The loader now escapes it.
+  it('user text with a line break or a terminal escape stays on one error line, escaped', async () => {
+    const data =
+      'apiVersion: v1\nkind: Pod\nmetadata:\n  name: "a\\n    at b"\n  labels: {"k\\n    at c": v}\n"x\\n    at y": 1\n"\\e[31mred": 2\n---\napiVersion: v1\nkind: "Foo\\n    at Bar\\u2028"\n';
     await checkCase({ ...baseCase, files: one(data) });
+    const r = await cli(['check', '--manifests', CLUSTER, materialize({ ...baseCase, withCluster: false, files: one(data) })[0]!, '--from', 'default/web', '--to', 'default/db', '--port', '80']);
+    expect(r.err).toContain('Pod default/a\\n    at b: metadata.labels[k\\n    at c]: ');
+    expect(r.err).toContain(': x\\n    at y: unknown field "x\\n    at y"');
+    expect(r.err).toContain(': \\u001b[31mred: unknown field "\\u001b[31mred"');
+    expect(r.err).toContain('notice: skipped 1 object of kind Foo\\n    at Bar\\u2028 (v1)');
+    expect(r.err).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/);
   });
 });
 
 // ---------------------------------------------------------------------------------------------
 // 5,000 levels of nesting, through the installed command in a child process (dist/, built by
-// `npm test`): the YAML parser recurses once per level and overflows the stack; netpold catches
-// the RangeError, but when the overflow lands in V8's RegExp compiler the whole process aborts
-// (a V8 fatal error, exit 134), which in-process would take the test runner down with it.
+// `npm test`). The YAML parser recurses once per level: unbounded, it overflowed the stack, and
+// when an overflow landed in V8's RegExp compiler the whole process aborted (a V8 fatal error,
+// exit 134), which in-process would take the test runner down with it. The loader now stops
+// parsing at 65 levels with one NETPOLD_E_PARSE error per file.
 
 const root = new URL('..', import.meta.url).pathname;
 const bin = join(root, 'bin/netpold.js');
@@ -451,7 +468,7 @@ const DEEP: [string, string][] = [
 ];
 
 describe.skipIf(!built)('5,000 levels of nesting (the installed command, in a child process)', () => {
-  it.each(DEEP)('%s, one file: exit 2, coded errors naming the file, no stack trace', (name, data) => {
+  it.each(DEEP)('%s, one file: exit 2, one coded error naming the file, the line and the limit', (name, data) => {
     const dir = join(tmp, `deep-${seq++}`);
     mkdirSync(dir);
     const file = join(dir, 'deep.yaml');
@@ -462,16 +479,16 @@ describe.skipIf(!built)('5,000 levels of nesting (the installed command, in a ch
     expect(r.stderr).not.toMatch(/\n\s+at /);
     const lines = r.stderr.trimEnd().split('\n');
     const errors = lines.filter((l) => ERROR_LINE.test(l));
-    expect(errors.length).toBeGreaterThan(0);
-    for (const l of errors) expect(l.startsWith(`error: ${file}: `), l).toBe(true);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.startsWith(`error: ${file}: document 1 nests lists and mappings more than 64 levels deep at line `), errors[0]).toBe(true);
+    expect(errors[0]).toMatch(/ at line \d+, column \d+; netpold reads at most 64 levels, so the rest of the file is not read \[NETPOLD_E_PARSE\]$/);
     for (const l of lines) expect(ERROR_LINE.test(l) || SUMMARY_LINE.test(l), l).toBe(true);
   });
 
-  // Known bug (reported, not fixed here): the second deeply nested file of one invocation aborts
-  // the process: "FATAL ERROR: RegExpCompiler Allocation failed - process out of memory", exit
-  // 134, instead of exit 2 with NETPOLD_E_PARSE errors. Expected to fail until the loader bounds
-  // the nesting depth before handing the text to the YAML parser.
-  it.fails('two files of 5,000 levels of [: exit 2 (known bug: the process aborts)', () => {
+  // Regression: the second deeply nested file of one invocation aborted the process: "FATAL
+  // ERROR: RegExpCompiler Allocation failed - process out of memory", exit 134, instead of exit 2
+  // with NETPOLD_E_PARSE errors.
+  it('two files of 5,000 levels of [: exit 2, one error per file (the process used to abort)', () => {
     const dir = join(tmp, `deep-${seq++}`);
     mkdirSync(dir);
     const a = join(dir, 'a.yaml');
@@ -481,6 +498,10 @@ describe.skipIf(!built)('5,000 levels of nesting (the installed command, in a ch
     const r = spawnCli(['compile', '--manifests', a, b, '--stats']);
     expect(r.stderr).not.toContain('FATAL ERROR');
     expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    const errors = r.stderr.split('\n').filter((l) => ERROR_LINE.test(l));
+    expect(errors.map((l) => l.slice(0, `error: ${a}`.length))).toEqual([`error: ${a}`, `error: ${b}`]);
+    for (const l of errors) expect(l).toContain('more than 64 levels deep at line 1, column 65');
   });
 });
 

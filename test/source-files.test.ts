@@ -4,8 +4,9 @@ import { chmodSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ErrorCodes, type ErrorCode } from '../src/errors.js';
+import { ErrorCodes, type ErrorCode, formatManifestError } from '../src/errors.js';
 import type { PolicySpec } from '../src/model/types.js';
+import { MAX_NESTING } from '../src/source/files/documents.js';
 import { type LoadResult, loadManifestPaths, loadManifestTexts } from '../src/source/files/load.js';
 
 const FILE = 'm.yaml';
@@ -508,7 +509,63 @@ const errorCases: ErrorCase[] = [
     text: docs(node('n1', '[{type: InternalIP, address: 192.0.2.1}]'), node('n2', '[{type: ExternalIP, address: 192.0.2.1}]')),
     errors: [{ code: 'NETPOLD_E_IP_CONFLICT', object: 'Node n2', path: 'status.addresses' }],
   },
+
+  // --- user text in object references, paths and messages is escaped (the YAML texts below
+  // write the characters with YAML escapes; the expectations are the escaped forms, one line)
+  {
+    name: 'a name with a line break (object reference and message)',
+    text: pod('"a\\n    at b"'),
+    errors: [{ code: 'NETPOLD_E_INVALID_VALUE', object: 'Pod default/a\\n    at b', path: 'metadata.name', message: /^invalid Pod name "a\\n    at b": / }],
+  },
+  {
+    name: 'a namespace with a carriage return and a tab',
+    text: pod('web', '{}', '{}', ', namespace: "a\\r\\tb"'),
+    errors: [{ code: 'NETPOLD_E_INVALID_VALUE', object: 'Pod a\\r\\tb/web', path: 'metadata.namespace', message: /^invalid namespace "a\\r\\tb": / }],
+  },
+  {
+    name: 'a label key with a line break (path and message)',
+    text: pod('web', '{}', '{}', ', labels: {"k\\n    at c": v}'),
+    errors: [{ code: 'NETPOLD_E_INVALID_VALUE', object: POD, path: 'metadata.labels[k\\n    at c]', message: /^invalid label key "k\\n    at c": / }],
+  },
+  {
+    name: 'an unknown field with a terminal escape sequence',
+    text: `${pod('web')}"\\e[31mred\\e[0m": 1\n`,
+    errors: [{ code: 'NETPOLD_E_UNKNOWN_FIELD', object: POD, path: '\\u001b[31mred\\u001b[0m', message: /^unknown field "\\u001b\[31mred\\u001b\[0m"; / }],
+  },
+  {
+    name: 'an unknown field with a backslash and a quote',
+    text: `${pod('web')}'a\\n"b': 1\n`,
+    errors: [{ code: 'NETPOLD_E_UNKNOWN_FIELD', path: 'a\\\\n"b', message: /^unknown field "a\\\\n\\"b"; / }],
+  },
+  {
+    name: 'a selector key with a line separator and a bidi override',
+    text: np('{podSelector: {matchLabels: {"a\\u2028\\u202eb": x}}}'),
+    errors: [{ code: 'NETPOLD_E_SELECTOR', object: NP, path: 'spec.podSelector.matchLabels[a\\u2028\\u202eb]', message: /^invalid label key "a\\u2028\\u202eb": / }],
+  },
+  {
+    name: 'DEL and a C1 control character (CSI) in a value',
+    text: pod('web', '{nodeName: "a\\x7f\\x9b1m"}'),
+    errors: [{ code: 'NETPOLD_E_INVALID_VALUE', path: 'spec.nodeName', message: /^invalid node name "a\\u007f\\u009b1m": / }],
+  },
+  {
+    name: 'a lone surrogate in a name',
+    text: '{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n\\ud800"}}',
+    errors: [{ code: 'NETPOLD_E_INVALID_VALUE', object: 'Node n\\ud800', message: /^invalid Node name "n\\ud800": / }],
+  },
+  {
+    name: 'a List kind with a line break',
+    text: 'apiVersion: v1\nkind: "Foo\\nList"\nitems: 5\n',
+    errors: [{ code: 'NETPOLD_E_FIELD_TYPE', path: 'items', message: /^document 1: Foo\\nList items must be a list, got 5$/ }],
+  },
+  {
+    name: 'non-ASCII letters are not escaped',
+    text: pod('"wéb-😀"'),
+    errors: [{ code: 'NETPOLD_E_INVALID_VALUE', object: 'Pod default/wéb-😀', message: /^invalid Pod name "wéb-😀": / }],
+  },
 ];
+
+/** Any character escapeText escapes: none may appear raw in an error or notice line. */
+const RAW_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 describe('errors', () => {
   it.each(errorCases)('$name', ({ text, errors }) => {
@@ -521,6 +578,7 @@ describe('errors', () => {
       if ('object' in want) expect(got.object).toBe(want.object);
       if (want.message !== undefined) expect(got.message).toMatch(want.message);
     });
+    for (const e of r.errors) expect(formatManifestError(e)).not.toMatch(RAW_UNSAFE);
   });
 
   it('covers every manifest error code of the catalogue', () => {
@@ -580,6 +638,251 @@ describe('errors', () => {
     expect(r.errors).toHaveLength(1);
     expect(r.errors[0]!.message.length).toBeLessThan(400);
     expect(r.errors[0]!.object!.length).toBeLessThan(300);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Nesting limit: documents nested more than MAX_NESTING levels are rejected while parsing
+
+/**
+ * A valid Pod whose deepest list or mapping is `levels` deep (the top-level mapping is level 1;
+ * Pod spec fields netpold does not read are ignored, so the nesting goes there), and the line on
+ * which level `levels` opens.
+ */
+const NESTED: { style: string; text: (levels: number) => string; line: (levels: number) => number }[] = [
+  {
+    style: 'flow lists',
+    text: (n) => `apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {volumes: ${'['.repeat(n - 2)}${']'.repeat(n - 2)}}\n`,
+    line: () => 4,
+  },
+  {
+    style: 'JSON objects',
+    text: (n) => `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},\n "spec": ${'{"a": '.repeat(n - 1)}1${'}'.repeat(n - 1)}}`,
+    line: () => 2,
+  },
+  {
+    style: 'block mappings',
+    text: (n) => `apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n${Array.from({ length: n - 1 }, (_, i) => `${'  '.repeat(i + 1)}k${i + 1}:`).join('\n')} 1\n`,
+    line: (n) => 4 + n - 1,
+  },
+  {
+    style: 'block sequences',
+    text: (n) => `apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  volumes:\n${Array.from({ length: n - 2 }, (_, i) => `${'  '.repeat(i + 1)}-`).join('\n')} x\n`,
+    line: (n) => 5 + n - 2,
+  },
+  {
+    style: 'compact block sequences on one line',
+    text: (n) => `apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  volumes:\n  ${'- '.repeat(n - 2)}x\n`,
+    line: () => 6,
+  },
+];
+
+describe(`nesting limit (${MAX_NESTING} levels)`, () => {
+  it('is 64 levels', () => {
+    expect(MAX_NESTING).toBe(64);
+  });
+
+  it.each(NESTED)('$style: exactly the limit is read', ({ text }) => {
+    const r = load(text(MAX_NESTING));
+    expect(r.errors).toEqual([]);
+    expect(r.state.pods.map((p) => p.name)).toEqual(['web']);
+  });
+
+  it.each(NESTED)('$style: one level more is one parse error naming the line and the limit', ({ text, line }) => {
+    const r = load(text(MAX_NESTING + 1));
+    expect(r.errors).toEqual([
+      {
+        code: 'NETPOLD_E_PARSE',
+        file: FILE,
+        object: undefined,
+        path: undefined,
+        message: expect.stringMatching(
+          new RegExp(`^document 1 nests lists and mappings more than 64 levels deep at line ${line(MAX_NESTING + 1)}, column \\d+; netpold reads at most 64 levels, so the rest of the file is not read$`),
+        ),
+      },
+    ]);
+    expect(r.state.pods).toEqual([]);
+  });
+
+  // Inputs the YAML parser nests thousands of levels deep, several of them without indentation
+  // or brackets (its error recovery nests mappings): one error each, whatever the shape.
+  it.each([
+    { name: '5,000 [', text: '['.repeat(5000) },
+    { name: '5,000 [ closed', text: `${'['.repeat(5000)}${']'.repeat(5000)}` },
+    { name: '5,000 {a:', text: `${'{a: '.repeat(5000)}1${'}'.repeat(5000)}` },
+    { name: '3,000 lines of a: b: c', text: 'a: b: c\n'.repeat(3000) },
+    { name: 'a: followed by 5,000 :', text: `a: ${': '.repeat(5000)}x` },
+    { name: 'mapping keys 3,000 deep, then back to column 0', text: `${Array.from({ length: 3000 }, (_, i) => `${' '.repeat(i)}k:`).join('\n')}\nx: 1\n` },
+    { name: 'sequences 3,000 deep, then back to column 0', text: `${Array.from({ length: 3000 }, (_, i) => `${' '.repeat(i)}-`).join('\n')}\nx: 1\n` },
+    { name: '5,000 - on one line', text: `${'- '.repeat(5000)}x` },
+    { name: '5,000 ? on one line', text: `${'? '.repeat(5000)}x` },
+    { name: '3,000 tab-separated -', text: '\t- '.repeat(3000) },
+    { name: 'a block sequence in a flow list, then 5,000 :', text: `[- a${': '.repeat(5000)}]` },
+    { name: '[a]: b: c on 3,000 lines', text: '[a]: b: c\n'.repeat(3000) },
+  ])('$name: one NETPOLD_E_PARSE error', ({ text }) => {
+    const r = load(text);
+    expect(r.errors.map((e) => [e.code, e.message.replace(/ at line \d+, column \d+/, '')])).toEqual([
+      ['NETPOLD_E_PARSE', 'document 1 nests lists and mappings more than 64 levels deep; netpold reads at most 64 levels, so the rest of the file is not read'],
+    ]);
+  });
+
+  it('keeps the documents before the deep one and does not read the rest of the file', () => {
+    const r = load(docs(ns('a'), `x: ${'['.repeat(100)}\n`, ns('b')));
+    expect(r.errors).toEqual([expect.objectContaining({ code: 'NETPOLD_E_PARSE', message: expect.stringMatching(/^document 2 nests .* at line 5, column 67;/) })]);
+    const names = r.state.namespaces.map((n) => n.name);
+    expect(names).toContain('a');
+    expect(names).not.toContain('b');
+  });
+
+  it('reports each deep file once, and goes on with the next file', () => {
+    const r = loadManifestTexts([
+      { file: 'a.yaml', text: '['.repeat(5000) },
+      { file: 'b.yaml', text: '['.repeat(5000) },
+      { file: 'c.yaml', text: ns('c') },
+    ]);
+    expect(r.errors.map((e) => [e.file, e.code])).toEqual([['a.yaml', 'NETPOLD_E_PARSE'], ['b.yaml', 'NETPOLD_E_PARSE']]);
+    expect(r.state.namespaces.map((n) => n.name)).toContain('c');
+  });
+
+  it('reports one syntax error per document, with the number of the others', () => {
+    const r = load(docs(`${'['.repeat(MAX_NESTING)}\n`, 'a: [\n', ns('ok')));
+    expect(r.errors.map((e) => e.message)).toEqual([
+      expect.stringMatching(/^YAML\/JSON syntax error in document 1: .* at line 2, column 1 \(and 63 more syntax errors in document 1\)$/),
+      expect.stringMatching(/^YAML\/JSON syntax error in document 2: .* at line 4, column 1$/),
+    ]);
+    expect(r.state.namespaces.map((n) => n.name)).toContain('ok');
+  });
+
+  // Merge keys (<<) copy a mapping into another: the nesting of the result is what counts (toJS
+  // recurses through the copy), and a mapping merged into itself is not followed forever.
+  /** A valid Pod: `b` is 33 levels deep, and merged into a mapping `j` + 3 levels deep. */
+  const mergePod = (j: number): string =>
+    `apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {x: &b ${'{a: '.repeat(31)}1${'}'.repeat(31)}, y: ${'{a: '.repeat(j)}{<<: *b}${'}'.repeat(j)}}\n`;
+  const mergeColumn = (text: string): number => text.split('\n')[3]!.indexOf('<<') + 1;
+
+  it('merge keys: exactly the limit, counting the merged mapping, is read', () => {
+    const r = load(mergePod(31));
+    expect(r.errors).toEqual([]);
+    expect(r.state.pods.map((p) => p.name)).toEqual(['web']);
+  });
+
+  it('merge keys: one level more is one error naming the merge key', () => {
+    const text = mergePod(32);
+    expect(load(text).errors).toEqual([
+      expect.objectContaining({
+        code: 'NETPOLD_E_PARSE',
+        message: `document 1 nests lists and mappings more than 64 levels deep once the merge key (<<) at line 4, column ${mergeColumn(text)} is applied; netpold reads at most 64 levels, so the document is not read`,
+      }),
+    ]);
+  });
+
+  it.each([
+    { name: 'a mapping merged into itself', text: '&a {x: 1, <<: *a}\n', col: 11 },
+    { name: 'a mapping merged into a mapping it contains', text: `&a ${'{x: '.repeat(30)}{<<: *a}${'}'.repeat(30)}\n`, col: 125 },
+  ])('merge keys: $name is one error', ({ text, col }) => {
+    expect(load(docs(text, ns('after'))).errors.map((e) => [e.code, e.message])).toEqual([
+      ['NETPOLD_E_PARSE', `cannot read document 1: the merge key (<<) at line 1, column ${col} merges a mapping into itself`],
+    ]);
+  });
+
+  it('merge keys: a chain of merged mappings is bounded', () => {
+    const chain = Array.from({ length: 6 }, (_, k) => `a${k}: &a${k} ${'{x: '.repeat(60)}${k === 0 ? '{y: 1}' : `{<<: [*a${k - 1}], y: 1}`}${'}'.repeat(60)}`).join('\n');
+    expect(load(chain).errors.map((e) => e.message)).toEqual([expect.stringMatching(/^document 1 nests lists and mappings more than 64 levels deep once the merge key \(<<\) at line 6, column 250 is applied; /)]);
+  });
+
+  it('merge keys still work', () => {
+    const r = load('apiVersion: v1\nkind: Pod\nmetadata: {<<: [{name: web}, {namespace: default}], labels: {<<: &l {app: web}, tier: front}}\nspec: {nodeSelector: *l}\n');
+    expect(r.errors).toEqual([]);
+    expect(r.state.pods.map((p) => [p.namespace, p.name, labelsOf(p.labels)])).toEqual([['default', 'web', { app: 'web', tier: 'front' }]]);
+  });
+
+  /** Calls `f` with `frames` more frames on the stack. */
+  function atStackDepth<T>(frames: number, f: () => T): T {
+    return frames <= 0 ? f() : atStackDepth(frames - 1, f);
+  }
+
+  /** The most frames atStackDepth can add before the stack overflows (binary search). */
+  function maxFrames(): number {
+    let lo = 0;
+    let hi = 1 << 22;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      try {
+        atStackDepth(mid, () => 0);
+        lo = mid;
+      } catch {
+        hi = mid - 1;
+      }
+    }
+    return lo;
+  }
+
+  it('gives the same result whatever the depth of the caller’s stack', () => {
+    const max = maxFrames();
+    const inputs = [
+      '['.repeat(5000),
+      `${'{"a": '.repeat(5000)}1${'}'.repeat(5000)}`,
+      'a: b: c\n'.repeat(3000),
+      NESTED[0]!.text(MAX_NESTING),
+      NESTED[2]!.text(MAX_NESTING),
+      NESTED[2]!.text(MAX_NESTING + 1),
+      docs(`${'['.repeat(MAX_NESTING)}\n`, ns('a')),
+      mergePod(31),
+      mergePod(32),
+      `&a ${'{x: '.repeat(30)}{<<: *a}${'}'.repeat(30)}\n`,
+      Array.from({ length: 6 }, (_, k) => `a${k}: &a${k} ${'{x: '.repeat(60)}${k === 0 ? '{y: 1}' : `{<<: [*a${k - 1}], y: 1}`}${'}'.repeat(60)}`).join('\n'),
+    ];
+    for (const text of inputs) {
+      const want = JSON.stringify(load(text));
+      for (const fraction of [0.5, 0.75, 0.85]) {
+        expect(JSON.stringify(atStackDepth(Math.floor(max * fraction), () => load(text))), `${text.slice(0, 40)} at ${fraction} of the stack`).toBe(want);
+      }
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// User text in notices and file names is escaped too
+
+describe('escaping user text outside error messages', () => {
+  it.each([
+    {
+      name: 'a skipped kind and apiVersion with line breaks and escape sequences',
+      text: 'apiVersion: "v1\\n"\nkind: "Foo\\n    at Bar\\e[0m"\nmetadata: {name: x}\n',
+      notice: 'skipped 1 object of kind Foo\\n    at Bar\\u001b[0m (v1\\n): netpold only reads Namespace, Pod, Node, NetworkPolicy',
+    },
+    {
+      name: 'an ordinary skipped kind is unchanged',
+      text: 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n',
+      notice: 'skipped 1 object of kind Deployment (apps/v1): netpold only reads Namespace, Pod, Node, NetworkPolicy',
+    },
+  ])('notice: $name', ({ text, notice }) => {
+    const r = load(text);
+    expect(r.errors).toEqual([]);
+    expect(r.notices).toEqual([notice]);
+  });
+
+  it('escapes the name of a policy in a notice', () => {
+    const r = load('apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: "p\\u2029x"}\nspec: {podSelector: {}, policyTypes: [Ingress], egress: [{}]}\n');
+    expect(r.notices).toEqual([]); // an invalid name: the policy is not enforced, its notice not given
+    expect(r.errors.map((e) => e.object)).toEqual(['NetworkPolicy default/p\\u2029x']);
+  });
+
+  it('escapes file names in errors and in the messages that quote them', () => {
+    const r = loadManifestTexts([
+      { file: 'dir/a\nb.yaml', text: pod('web', '{}', '{podIP: 10.0.0.1}') },
+      { file: 'dir/c\u001b[2J.yaml', text: pod('web', '{}', '{podIP: 10.0.0.2}') },
+    ]);
+    expect(r.errors).toEqual([
+      expect.objectContaining({ code: 'NETPOLD_E_DUPLICATE', file: 'dir/c\\u001b[2J.yaml', message: expect.stringContaining('also defined in dir/a\\nb.yaml (document 1)') }),
+    ]);
+    for (const e of r.errors) expect(formatManifestError(e)).not.toMatch(RAW_UNSAFE);
+  });
+
+  it('escapes an unreadable path', () => {
+    const missing = join(tmpdir(), 'netpold-no-such-dir', 'a\nb.yaml');
+    const r = loadManifestPaths([missing]);
+    expect(r.errors).toEqual([{ code: 'NETPOLD_E_IO', file: missing.replace('\n', '\\n'), object: undefined, path: undefined, message: `cannot read ${missing.replace('\n', '\\n')}: no such file or folder` }]);
   });
 });
 

@@ -4,6 +4,7 @@ import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import type { ManifestError } from '../../errors.js';
 import { MAX_FILE_CHARS } from './documents.js';
+import { escapeText } from './report.js';
 
 const MANIFEST_EXTENSIONS = ['.yaml', '.yml', '.json'];
 const MAX_DEPTH = 64;
@@ -85,7 +86,7 @@ function readOne(file: string, out: ReadFiles, seen: Set<string>): void {
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    out.errors.push({ code: 'NETPOLD_E_PARSE', file, object: undefined, path: undefined, message: 'not UTF-8 text; manifests must be YAML or JSON in UTF-8' });
+    out.errors.push({ code: 'NETPOLD_E_PARSE', file: escapeText(file), object: undefined, path: undefined, message: 'not UTF-8 text; manifests must be YAML or JSON in UTF-8' });
     return;
   }
   out.docs.push({ file, text });
@@ -99,8 +100,10 @@ function realPath(p: string): string {
   }
 }
 
+/** `file` and `why` (a system message, which may quote the path) are escaped: a name can hold any character. */
 function ioError(out: ReadFiles, file: string, why: string): void {
-  out.errors.push({ code: 'NETPOLD_E_IO', file, object: undefined, path: undefined, message: `cannot read ${file}: ${why}` });
+  const name = escapeText(file);
+  out.errors.push({ code: 'NETPOLD_E_IO', file: name, object: undefined, path: undefined, message: `cannot read ${name}: ${escapeText(why)}` });
 }
 
 function reason(e: unknown): string {

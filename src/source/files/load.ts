@@ -8,7 +8,7 @@ import { readManifestFiles } from './files.js';
 import { DEFAULT_NAMESPACE, isNamespaced, type Meta, type ReadKind, readMetadata } from './metadata.js';
 import { readNetworkPolicy } from './networkpolicy.js';
 import { impliedNamespace, readNamespace, readNode, readPod } from './objects.js';
-import { get, isRecord, Reporter, show } from './report.js';
+import { clip, escapeText, get, isRecord, Reporter, show } from './report.js';
 
 export interface LoadResult {
   state: ClusterState;
@@ -91,12 +91,15 @@ function isEntry(x: readonly ManifestError[] | Entry): x is Entry {
   return 'reporter' in x;
 }
 
-/** Input from callers is trusted to be typed, but never to be well-formed. */
+/**
+ * Input from callers is trusted to be typed, but never to be well-formed. File names are
+ * escaped here, once: every error and notice names its file, and a name can hold any character.
+ */
 function safeDocs(docs: readonly { file: string; text: string }[]): { file: string; text: string }[] {
   if (!Array.isArray(docs)) return [];
   return docs.map((d: unknown, i) => {
     const rec = isRecord(d) ? d : {};
-    const file = typeof rec['file'] === 'string' ? rec['file'] : `<input ${i}>`;
+    const file = typeof rec['file'] === 'string' ? escapeText(rec['file']) : `<input ${i}>`;
     const text = typeof rec['text'] === 'string' ? rec['text'] : '';
     return { file, text };
   });
@@ -144,7 +147,10 @@ function readKind(kind: ReadKind, r: Reporter, obj: Record<string, unknown>, met
   }
 }
 
-/** `Kind namespace/name`, `Kind name`, or `Kind (unnamed, document 2)`; from the raw object so every error can name it. */
+/**
+ * `Kind namespace/name`, `Kind name`, or `Kind (unnamed, document 2)`; from the raw object so
+ * every error can name it. The name and namespace may be anything at this point: escaped.
+ */
 function objectRef(kind: ReadKind, raw: RawObject): string {
   const meta = get(raw.value, 'metadata');
   const rawName = isRecord(meta) ? get(meta, 'name') : undefined;
@@ -157,7 +163,7 @@ function objectRef(kind: ReadKind, raw: RawObject): string {
 }
 
 function clipName(s: string): string {
-  return s.length <= 256 ? s : `${s.slice(0, 256)}…`;
+  return escapeText(clip(s, 256));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,7 +182,8 @@ function skippedNotices(skipped: Map<string, SkippedKind>): string[] {
     const objects = t.count === 1 ? '1 object' : `${t.count} objects`;
     const near = READ_KIND_NAMES.find((k) => k.toLowerCase() === kind.toLowerCase());
     const hint = near === undefined ? '' : ` (did you mean kind: ${near}? kinds are case-sensitive)`;
-    out.push(`skipped ${objects} of kind ${kind} (${t.apiVersions.join(', ')}): netpold only reads ${READ_KIND_NAMES.join(', ')}${hint}`);
+    const apiVersions = t.apiVersions.map(escapeText).join(', ');
+    out.push(`skipped ${objects} of kind ${escapeText(kind)} (${apiVersions}): netpold only reads ${READ_KIND_NAMES.join(', ')}${hint}`);
   }
   return out;
 }
