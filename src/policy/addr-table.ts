@@ -20,53 +20,67 @@ export class AddrTable {
     this.fams = new Uint8Array(cap);
   }
 
-  private static hash(family: Family, w: Uint32Array): number {
-    let h = Math.imul(w[0]! ^ family, 0x9e3779b1);
+  /** Hash of the address in w[off..off+3] (IPv4: w[off] only). */
+  private static hash(family: Family, w: Uint32Array, off: number): number {
+    let h = Math.imul(w[off]! ^ family, 0x9e3779b1);
     if (family === 6) {
-      h = Math.imul(h ^ w[1]!, 0x85ebca6b);
-      h = Math.imul(h ^ w[2]!, 0xc2b2ae35);
-      h = Math.imul(h ^ w[3]!, 0x27d4eb2f);
+      h = Math.imul(h ^ w[off + 1]!, 0x85ebca6b);
+      h = Math.imul(h ^ w[off + 2]!, 0xc2b2ae35);
+      h = Math.imul(h ^ w[off + 3]!, 0x27d4eb2f);
     }
     return (h ^ (h >>> 15)) >>> 0;
   }
 
-  private matches(slot: number, family: Family, w: Uint32Array): boolean {
+  private matches(slot: number, family: Family, w: Uint32Array, off: number): boolean {
     const k = slot * 4;
     const keys = this.keys;
-    if (this.fams[slot] !== family || keys[k] !== w[0]) return false;
-    return family === 4 || (keys[k + 1] === w[1] && keys[k + 2] === w[2] && keys[k + 3] === w[3]);
+    if (this.fams[slot] !== family || keys[k] !== w[off]) return false;
+    return family === 4 || (keys[k + 1] === w[off + 1] && keys[k + 2] === w[off + 2] && keys[k + 3] === w[off + 3]);
   }
 
-  /** Inserts if absent; returns the value already present, or EMPTY (-1) if inserted. */
-  insert(family: Family, w: Uint32Array, value: number): number {
+  /**
+   * Inserts the address in w[off..off+3] if absent; returns the value already present, or
+   * EMPTY (-1) if inserted.
+   */
+  insert(family: Family, w: Uint32Array, value: number, off = 0): number {
     if (value < 0) throw new RangeError('AddrTable values must be >= 0');
     if ((this.size + 1) * 2 > this.mask + 1) throw new RangeError('AddrTable over capacity');
-    let slot = AddrTable.hash(family, w) & this.mask;
+    let slot = AddrTable.hash(family, w, off) & this.mask;
     for (;;) {
       const v = this.vals[slot]!;
       if (v === EMPTY) {
         const k = slot * 4;
-        this.keys[k] = w[0]!;
-        this.keys[k + 1] = family === 6 ? w[1]! : 0;
-        this.keys[k + 2] = family === 6 ? w[2]! : 0;
-        this.keys[k + 3] = family === 6 ? w[3]! : 0;
+        this.keys[k] = w[off]!;
+        this.keys[k + 1] = family === 6 ? w[off + 1]! : 0;
+        this.keys[k + 2] = family === 6 ? w[off + 2]! : 0;
+        this.keys[k + 3] = family === 6 ? w[off + 3]! : 0;
         this.fams[slot] = family;
         this.vals[slot] = value;
         this.size++;
         return EMPTY;
       }
-      if (this.matches(slot, family, w)) return v;
+      if (this.matches(slot, family, w, off)) return v;
       slot = (slot + 1) & this.mask;
     }
   }
 
+  /** Every entry (compile-time use, e.g. rendering kernel rules; allocates). */
+  entries(): { family: Family; words: Uint32Array; value: number }[] {
+    const out: { family: Family; words: Uint32Array; value: number }[] = [];
+    for (let slot = 0; slot < this.vals.length; slot++) {
+      const value = this.vals[slot]!;
+      if (value !== EMPTY) out.push({ family: this.fams[slot] as Family, words: this.keys.slice(slot * 4, slot * 4 + 4), value });
+    }
+    return out;
+  }
+
   /** The value for an address, or -1. */
   get(family: Family, w: Uint32Array): number {
-    let slot = AddrTable.hash(family, w) & this.mask;
+    let slot = AddrTable.hash(family, w, 0) & this.mask;
     for (;;) {
       const v = this.vals[slot]!;
       if (v === EMPTY) return EMPTY;
-      if (this.matches(slot, family, w)) return v;
+      if (this.matches(slot, family, w, 0)) return v;
       slot = (slot + 1) & this.mask;
     }
   }

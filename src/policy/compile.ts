@@ -32,11 +32,6 @@ export function compile(state: ClusterState, options: CompileOptions = {}): Poli
 
 type Labels = Readonly<Record<string, string>>;
 
-interface ParsedAddr {
-  readonly family: Family;
-  readonly words: Uint32Array;
-}
-
 interface NsEntry {
   readonly name: string;
   readonly labels: Labels;
@@ -60,9 +55,13 @@ interface PolicySelect {
   readonly egress: boolean;
 }
 
-/** Per-pod memo: parsed addresses, and the identity as of base generation `gen`. */
+/**
+ * Per-pod memo: parsed addresses (address i in words[4i..4i+3], family fams[i]; one typed
+ * array per pod), and the identity as of base generation `gen`.
+ */
 interface PodMemo {
-  readonly addrs: readonly ParsedAddr[];
+  readonly words: Uint32Array;
+  readonly fams: readonly Family[];
   gen: number;
   identity: number;
 }
@@ -104,7 +103,7 @@ interface Base {
 export class Compiler {
   private base: Base | undefined;
   private forceFull = false;
-  private readonly addrCache = new Map<string, ParsedAddr | null>();
+  private readonly scratch = new Uint32Array(4);
   private readonly labelKeys = new WeakMap<object, string>();
   private readonly podMemo = new WeakMap<PodInfo, PodMemo>();
   private gen = 0;
@@ -172,30 +171,25 @@ export class Compiler {
     };
   }
 
-  private parseAddr(text: string): ParsedAddr | null {
-    let e = this.addrCache.get(text);
-    if (e === undefined) {
-      const words = new Uint32Array(4);
-      const family = parseAddrInto(text, words);
-      e = family === 0 ? null : { family, words };
-      if (this.addrCache.size >= 1 << 20) this.addrCache.clear(); // bound the memo table
-      this.addrCache.set(text, e);
-    }
-    return e;
-  }
-
   private memoOf(p: PodInfo): PodMemo {
     let m = this.podMemo.get(p);
     if (m === undefined) {
-      const addrs: ParsedAddr[] = [];
+      const words = new Uint32Array(4 * p.ips.length);
+      const fams: Family[] = [];
       for (const ip of p.ips) {
-        const a = this.parseAddr(ip);
-        if (a) addrs.push(a);
+        const fam = parseAddrInto(ip, this.scratch);
+        if (fam === 0) continue; // validated upstream; an unparsable address is no endpoint
+        words.set(this.scratch, 4 * fams.length);
+        fams.push(fam);
       }
-      m = { addrs, gen: -1, identity: -1 };
+      m = { words, fams, gen: -1, identity: -1 };
       this.podMemo.set(p, m);
     }
     return m;
+  }
+
+  private static insertPod(addrs: AddrTable, m: PodMemo, value: number): void {
+    for (let k = 0; k < m.fams.length; k++) addrs.insert(m.fams[k]!, m.words, value, 4 * k);
   }
 
   private labelsKey(labels: Labels): string {
@@ -418,20 +412,20 @@ export class Compiler {
       used[memo.identity] = 1;
       // Pod endpoints first: a pod address wins over a node address claiming the same IP
       // (the loader reports such conflicts; compile just needs a deterministic answer).
-      for (const a of memo.addrs) addrs.insert(a.family, a.words, i * 2);
+      Compiler.insertPod(addrs, memo, i * 2);
     }
     podPortOff[pods.length] = portData.length;
     for (const n of state.nodes) {
       const ni = nodeIdx(n.name);
       for (const ip of n.addresses) {
-        const a = this.parseAddr(ip);
-        if (a) addrs.insert(a.family, a.words, ni * 2 + 1);
+        const fam = parseAddrInto(ip, this.scratch);
+        if (fam !== 0) addrs.insert(fam, this.scratch, ni * 2 + 1);
       }
     }
     // "Host-network pods ... are matched as their node's address."
     for (let i = 0; i < pods.length; i++) {
       const p = pods[i]!;
-      if (p.hostNetwork && podNode[i]! >= 0) for (const a of this.memoOf(p).addrs) addrs.insert(a.family, a.words, podNode[i]! * 2 + 1);
+      if (p.hostNetwork && podNode[i]! >= 0) Compiler.insertPod(addrs, this.memoOf(p), podNode[i]! * 2 + 1);
     }
     let staleIdentities = 0;
     for (let id = 0; id < base.identities.length; id++) if (used[id] === 0) staleIdentities++;

@@ -26,7 +26,6 @@
 // renderNftPlan only prints it.
 import type { Protocol } from '../model/types.js';
 import { formatAddr, parseAddrInto, parseCidr, protocolNumber, type Family } from './addr.js';
-import type { AddrTable } from './addr-table.js';
 import type { CompiledRule, PolicySnapshot, RuleGroup } from './snapshot.js';
 
 export const DEFAULT_NFT_TABLE = 'netpold_kernel';
@@ -191,7 +190,7 @@ export function buildNftPlan(snap: PolicySnapshot, options: Partial<NftTargetOpt
   }
   // Node endpoints: node index -> its addresses (Node objects' and host-network pods').
   const nodeAddrs = new Map<number, { family: Family; text: string }[]>();
-  for (const e of addrTableEntries(snap.addrs)) {
+  for (const e of snap.addrs.entries()) {
     if ((e.value & 1) !== 1) continue;
     const n = e.value >>> 1;
     let list = nodeAddrs.get(n);
@@ -573,24 +572,6 @@ function truncate(s: string): string {
 
 // ---------------------------------------------------------------------------------------------
 // Addresses and ranges
-
-/** The entries of an AddrTable. It has no iterator of its own, so its slots are read directly. */
-function addrTableEntries(t: AddrTable): { family: Family; words: Uint32Array; value: number }[] {
-  const raw = t as unknown as { keys?: unknown; vals?: unknown; fams?: unknown };
-  if (!(raw.keys instanceof Uint32Array) || !(raw.vals instanceof Int32Array) || !(raw.fams instanceof Uint8Array)) {
-    throw new Error('nft-target: AddrTable layout changed (keys/vals/fams); update addrTableEntries');
-  }
-  const out: { family: Family; words: Uint32Array; value: number }[] = [];
-  for (let slot = 0; slot < raw.vals.length; slot++) {
-    const value = raw.vals[slot]!;
-    if (value < 0) continue;
-    const family = raw.fams[slot] as Family;
-    const words = raw.keys.slice(slot * 4, slot * 4 + 4);
-    if (t.get(family, words) !== value) throw new Error('nft-target: AddrTable layout changed (an entry does not read back)');
-    out.push({ family, words, value });
-  }
-  return out;
-}
 
 function toBig(family: Family, w: Uint32Array): bigint {
   if (family === 4) return BigInt(w[0]!);
