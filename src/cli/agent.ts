@@ -9,10 +9,13 @@ import { loadNativeSockets } from '../dataplane/native.js';
 import { NetpoldError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ManifestFolderSource } from '../source/files/watch.js';
+import type { StateSource } from '../source/source.js';
 import type { Io } from './common.js';
 
 export interface AgentFlags {
-  manifests: string[];
+  manifests?: string[];
+  kubeconfig?: string;
+  inCluster?: boolean;
   nodeName?: string;
   port: string;
   existingFlows: string;
@@ -55,9 +58,22 @@ export function agentConfig(f: AgentFlags) {
   if (f.existingFlows !== 'revalidate' && f.existingFlows !== 'keep') problems.push(`--existing-flows must be revalidate or keep, not ${f.existingFlows}`);
   if (!/^[a-z][a-z0-9_]{0,30}$/.test(f.table)) problems.push(`--table must be a short lowercase nft table name, not ${f.table}`);
   if (!['debug', 'info', 'warn', 'error'].includes(f.logLevel)) problems.push(`--log-level must be debug, info, warn or error, not ${f.logLevel}`);
+  // The state source: exactly one of a manifests folder, a kubeconfig, the in-cluster config.
+  const sources = [f.manifests !== undefined ? '--manifests' : '', f.kubeconfig !== undefined ? '--kubeconfig' : '', f.inCluster === true ? '--in-cluster' : ''].filter((x) => x !== '');
+  if (sources.length !== 1) {
+    problems.push(sources.length === 0 ? 'give the policy state source: --manifests PATH..., --kubeconfig PATH or --in-cluster' : `give only one state source, not ${sources.join(' and ')}`);
+  } else if (sources[0] !== '--manifests' && f.nodeName === undefined && f.interceptAllPods !== true) {
+    problems.push(`${sources[0]} needs --node-name (the pods of this node are intercepted), or --intercept-all-pods`);
+  }
   if (problems.length > 0) throw new NetpoldError('NETPOLD_E_USAGE', problems.join('; '));
   return Object.freeze({
-    manifests: f.manifests,
+    manifests: f.manifests ?? [],
+    source:
+      f.kubeconfig !== undefined
+        ? ({ kind: 'kubernetes', connection: { kubeconfig: f.kubeconfig } } as const)
+        : f.inCluster === true
+          ? ({ kind: 'kubernetes', connection: { inCluster: true } } as const)
+          : ({ kind: 'manifests', paths: f.manifests ?? [] } as const),
     nodeName: f.nodeName,
     interceptAllPods: f.interceptAllPods === true,
     dataplane: {
@@ -77,7 +93,9 @@ export function registerAgent(program: Command, io: Io, setResult: (code: number
   program
     .command('agent')
     .description('enforce NetworkPolicy on this node: TPROXY interception, decisions, relaying')
-    .requiredOption('--manifests <paths...>', 'YAML/JSON files or folders, watched for changes')
+    .option('--manifests <paths...>', 'YAML/JSON files or folders, watched for changes (one of --manifests, --kubeconfig, --in-cluster)')
+    .option('--kubeconfig <path>', 'list and watch a Kubernetes API server with this kubeconfig')
+    .option('--in-cluster', "list and watch the Kubernetes API server of the pod's own cluster (service account)")
     .option('--node-name <name>', 'this node: its pods (spec.nodeName) are intercepted; all pods when no pod names a node')
     .option('--intercept-all-pods', 'intercept every pod whatever its spec.nodeName (one lab node hosting a whole cluster)')
     .option('--port <n>', 'transparent listener port on 127.0.0.1 and [::1]', '15001')
@@ -99,9 +117,17 @@ export function registerAgent(program: Command, io: Io, setResult: (code: number
         warn: (o, m) => base.warn(o, m),
         error: (o, m) => base.error(o, m),
       };
+      let source: StateSource;
+      if (cfg.source.kind === 'manifests') {
+        source = new ManifestFolderSource(cfg.source.paths);
+      } else {
+        // Loaded only here: the client library takes a second to import.
+        const { KubernetesSource } = await import('../source/k8s/source.js');
+        source = new KubernetesSource({ connection: cfg.source.connection, log, nodeName: cfg.nodeName });
+      }
       const native = loadNativeSockets();
       const interception = new Interception(cfg.interception);
-      const agent = new Agent(new ManifestFolderSource(cfg.manifests), new Dataplane(native, log, cfg.dataplane), interception, log, { nodeName: cfg.nodeName, interceptAllPods: cfg.interceptAllPods });
+      const agent = new Agent(source, new Dataplane(native, log, cfg.dataplane), interception, log, { nodeName: cfg.nodeName, interceptAllPods: cfg.interceptAllPods });
       let stopping: Promise<void> | undefined;
       const stop = (signal: string): Promise<void> => {
         stopping ??= (async () => {
@@ -110,6 +136,18 @@ export function registerAgent(program: Command, io: Io, setResult: (code: number
         })();
         return stopping;
       };
+      // Signals are handled from the start: before the first state (which can take a while with
+      // the Kubernetes source) a SIGTERM stops the source, which ends start(), then stops as usual,
+      // so the fail-closed interception is never left behind.
+      let onStop: ((sig: string) => void) | undefined;
+      let early: string | undefined;
+      const onSignal = (sig: string) => {
+        if (onStop !== undefined) return onStop(sig);
+        early ??= sig;
+        void source.stop();
+      };
+      process.once('SIGINT', () => onSignal('SIGINT'));
+      process.once('SIGTERM', () => onSignal('SIGTERM'));
       try {
         await agent.start();
       } catch (e) {
@@ -120,9 +158,8 @@ export function registerAgent(program: Command, io: Io, setResult: (code: number
         return;
       }
       await new Promise<void>((resolve) => {
-        const onSignal = (sig: string) => void stop(sig).then(resolve, resolve);
-        process.once('SIGINT', () => onSignal('SIGINT'));
-        process.once('SIGTERM', () => onSignal('SIGTERM'));
+        onStop = (sig: string) => void stop(sig).then(resolve, resolve);
+        if (early !== undefined) onStop(early);
       });
       base.flush();
       setResult(0);
