@@ -191,7 +191,7 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
     // Remove allow-frontend: backend only keeps default-deny-ingress.
     writeFileSync(policies, original.split('\n---\n').filter((d) => !d.includes('name: allow-frontend')).join('\n---\n'));
     try {
-      await agent.waitFor((l) => l.msg === 'flow closed: no longer allowed after a policy change', 10_000, mark);
+      await agent.waitFor((l) => l.msg === 'flow closed: no longer allowed after a policy change', 20_000, mark);
       const r = await run;
       const lines = r.stdout.trim().split('\n');
       expect(lines[0]).toBe('open');
@@ -202,7 +202,7 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
       expect(after.result).toBe('reset');
     } finally {
       writeFileSync(policies, original);
-      await agent.waitFor((l) => l.msg === 'snapshot enforced', 10_000, agent.lines.length);
+      await agent.waitFor((l) => l.msg === 'snapshot enforced', 20_000, agent.lines.length);
     }
     const back = await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 });
     expect(back.result).toBe('connected');
@@ -213,7 +213,7 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
     const broken = join(dir, 'broken.yaml');
     writeFileSync(broken, 'apiVersion: v1\nkind: Pod\nmetadata: {name: [unclosed\n');
     try {
-      await agent.waitFor((l) => l.msg.startsWith('manifests could not be read as a whole'), 10_000, mark);
+      await agent.waitFor((l) => l.msg.startsWith('manifests could not be read as a whole'), 20_000, mark);
       expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('connected');
       expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('reset');
     } finally {

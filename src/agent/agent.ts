@@ -26,9 +26,6 @@ export interface AgentOptions {
   readonly interceptAllPods: boolean;
 }
 
-/** Everything: the fail-closed interception before any state is known. */
-export const ALL_ADDRESSES: PodAddresses = { v4: ['0.0.0.0/0'], v6: ['::/0'] };
-
 export class Agent {
   private readonly compiler = new Compiler();
   private revision = 0;
@@ -51,7 +48,7 @@ export class Agent {
   ) {}
 
   async start(): Promise<void> {
-    await this.interception.setup(ALL_ADDRESSES);
+    await this.interception.setup();
     await this.dataplane.start();
     this.log.info({ port: 'listening' }, 'interception installed; refusing all flows until a policy state is compiled');
     await this.source.start((u) => {

@@ -45,16 +45,29 @@ export interface PodAddresses {
   readonly v6: readonly string[];
 }
 
+/** Every address: what the fail-closed phase intercepts. */
+const EVERYTHING: PodAddresses = { v4: ['0.0.0.0/0'], v6: ['::/0'] };
+
 /**
  * The ruleset. The chain hooks prerouting at `dstnat + 10`: after destination NAT, so traffic
  * sent to a Service address is redirected, and decided, with the backend pod it was translated
- * to as its destination.
+ * to as its destination. The text deletes and recreates the table, so loading it replaces the
+ * previous one in a single transaction.
+ *
+ * `pods` undefined is the fail-closed phase before any state is known: all forwarded TCP/UDP is
+ * redirected (and refused by the agent), but never traffic to the node's own addresses, so the
+ * node stays reachable (kubelet, SSH) while it has no policy yet.
  */
-export function renderRuleset(c: InterceptionConfig, pods: PodAddresses): string {
+export function renderRuleset(c: InterceptionConfig, pods: PodAddresses | undefined): string {
   const mark = `0x${c.mark.toString(16)}`;
-  const v4 = pods.v4.length ? `\n    elements = { ${pods.v4.join(', ')} }` : '';
-  const v6 = pods.v6.length ? `\n    elements = { ${pods.v6.join(', ')} }` : '';
-  return `table inet ${c.table} {
+  const set = pods ?? EVERYTHING;
+  const v4 = set.v4.length ? `\n    elements = { ${set.v4.join(', ')} }` : '';
+  const v6 = set.v6.length ? `\n    elements = { ${set.v6.join(', ')} }` : '';
+  const tproxy = (l4: string, fam: 'ip' | 'ip6', dir: 'saddr' | 'daddr'): string =>
+    `    meta l4proto ${l4} ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} tproxy ${fam} to ${fam === 'ip' ? '127.0.0.1' : '[::1]'}:${c.port} meta mark set ${mark} accept`;
+  return `table inet ${c.table}
+delete table inet ${c.table}
+table inet ${c.table} {
   set pods_v4 {
     type ipv4_addr; flags interval;${v4}
   }
@@ -63,17 +76,14 @@ export function renderRuleset(c: InterceptionConfig, pods: PodAddresses): string
   }
   chain divert {
     type filter hook prerouting priority dstnat + 10; policy accept;
+    # The node talking to itself (loopback, its own addresses) is never pod traffic.
+    iif lo return
     # Return traffic of the agent's transparent upstream sockets: deliver it locally to them.
-    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${mark} accept
+    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${mark} accept${pods ? '' : `
+    # Fail-closed phase: leave traffic to the node itself alone.
+    fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
-    meta l4proto tcp ip saddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
-    meta l4proto tcp ip daddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
-    meta l4proto udp ip saddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
-    meta l4proto udp ip daddr @pods_v4 tproxy ip to 127.0.0.1:${c.port} meta mark set ${mark} accept
-    meta l4proto tcp ip6 saddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
-    meta l4proto tcp ip6 daddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
-    meta l4proto udp ip6 saddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
-    meta l4proto udp ip6 daddr @pods_v6 tproxy ip6 to [::1]:${c.port} meta mark set ${mark} accept
+${['tcp', 'udp'].flatMap((l4) => (['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).map((dir) => tproxy(l4, fam, dir)))).join('\n')}
   }
 }
 `;
@@ -93,14 +103,6 @@ table inet ${table} {
 `;
 }
 
-/** One atomic nft transaction replacing the pod sets. */
-export function renderPodUpdate(c: InterceptionConfig, pods: PodAddresses): string {
-  const lines = [`flush set inet ${c.table} pods_v4`, `flush set inet ${c.table} pods_v6`];
-  if (pods.v4.length) lines.push(`add element inet ${c.table} pods_v4 { ${pods.v4.join(', ')} }`);
-  if (pods.v6.length) lines.push(`add element inet ${c.table} pods_v6 { ${pods.v6.join(', ')} }`);
-  return `${lines.join('\n')}\n`;
-}
-
 export class Interception {
   private installed = false;
 
@@ -113,11 +115,15 @@ export class Interception {
     return this.installed;
   }
 
-  /** Removes leftovers of an earlier run, then installs the table and the policy routing. */
-  async setup(pods: PodAddresses): Promise<void> {
+  /**
+   * Removes leftovers of an earlier run, then installs the table (in its fail-closed phase:
+   * every forwarded flow to the agent, which refuses it until it has a snapshot) and the
+   * policy routing.
+   */
+  async setup(): Promise<void> {
     await this.teardown();
     const c = this.config;
-    await this.must('nft', ['-f', '-'], renderRuleset(c, pods));
+    await this.must('nft', ['-f', '-'], renderRuleset(c, undefined));
     // Until the first snapshot's SCTP rules replace it: no new forwarded SCTP association.
     await this.must('nft', ['-f', '-'], renderSctpFailClosed(this.sctpTable));
     this.installed = true;
@@ -141,8 +147,9 @@ export class Interception {
     await this.must('nft', ['-f', '-'], ruleset);
   }
 
+  /** Intercepts exactly these pods' traffic from now on (one atomic table replacement). */
   async updatePods(pods: PodAddresses): Promise<void> {
-    await this.must('nft', ['-f', '-'], renderPodUpdate(this.config, pods));
+    await this.must('nft', ['-f', '-'], renderRuleset(this.config, pods));
   }
 
   /** Removes our table, rules and routes; tolerates their absence. Never throws. */
