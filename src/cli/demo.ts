@@ -2,15 +2,14 @@
 // nftables and the native addon), it builds a lab node out of network namespaces, runs the real
 // agent in it, and shows live reachability next to the computed one, before and after a policy
 // change; then tears everything down. Elsewhere it shows the computed part and says why.
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { formatManifestError } from '../errors.js';
 import { nativeAddonPath } from '../dataplane/native.js';
 import { AgentProcess } from '../lab/agent-process.js';
 import { Lab } from '../lab/lab.js';
-import { labRequirementsMissing } from '../lab/sys.js';
+import { labRequirementsMissing, packageRoot } from '../lab/sys.js';
 import type { ClusterState } from '../model/types.js';
 import { compile } from '../policy/compile.js';
 import { decideText, reportDecision } from '../policy/explain.js';
@@ -20,16 +19,6 @@ import { formatReport } from './check.js';
 import { EXIT_INPUT, EXIT_OK, loadOrReport, type Io } from './common.js';
 import { computeMatrix, formatMatrix, type Matrix } from './matrix.js';
 
-/** The package root (holding `examples/`), found from this module's location. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 8; i++) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'netpold') return dir;
-    dir = dirname(dir);
-  }
-  throw new Error('cannot find the netpold package root');
-}
 
 const PORT = 8080;
 

@@ -1,8 +1,8 @@
 // Shell-outs of the lab: argument arrays only (never a shell string), each with a timeout.
 import { execFile } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
-import { delimiter, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { findPackageRoot } from '../package-root.js';
 import { NetpoldError } from '../errors.js';
 
 export interface ExecResult {
@@ -118,23 +118,11 @@ export function requireLab(): void {
   if (missing.length > 0) throw new NetpoldError('NETPOLD_E_LAB', `the lab needs ${missing.join(', ')}`);
 }
 
-/** The netpold package root: the nearest folder up from this module with a package.json named netpold. */
+/** The netpold package root (see src/package-root.ts). */
 export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 10; i++) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'netpold') return dir;
-      } catch {
-        // not ours
-      }
-    }
-    const up = dirname(dir);
-    if (up === dir) break;
-    dir = up;
-  }
-  throw new NetpoldError('NETPOLD_E_LAB', 'cannot find the netpold package root (a package.json named netpold above this module)');
+  const root = findPackageRoot();
+  if (root === undefined) throw new NetpoldError('NETPOLD_E_LAB', 'cannot find the netpold package root (a package.json named netpold above this module)');
+  return root;
 }
 
 /** The compiled lab agent script, `dist/src/lab/lab-agent.js` under the package root. */
