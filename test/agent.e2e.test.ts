@@ -12,7 +12,10 @@ import { Lab } from '../src/lab/lab.js';
 import { labRequirementsMissing } from '../src/lab/sys.js';
 import { compile } from '../src/policy/compile.js';
 import { loadManifestPaths } from '../src/source/files/load.js';
-import type { Protocol } from '../src/model/types.js';
+import type { ClusterState, Protocol } from '../src/model/types.js';
+import fc from 'fast-check';
+import { arbClusterWithFlows } from './support/arbitraries.js';
+import { toManifests } from './support/to-manifests.js';
 import { AgentProcess } from '../src/lab/agent-process.js';
 import { existsSync } from 'node:fs';
 
@@ -294,4 +297,50 @@ describe.skipIf(skip)('seed examples through the agent', () => {
       await lab.down();
     }
   }, 90_000);
+});
+
+// Random clusters (every rule kind the generators make: selectors with all operators, both
+// selectors in one peer, ipBlocks with excepts matching pod addresses, numeric, ranged and named
+// ports, TCP/UDP, IPv4/IPv6, invalid policies left out), written as YAML and enforced by the agent:
+// the live matrix equals the computed one.
+const arbAgentCluster = arbClusterWithFlows(0, { minPods: 3, maxPods: 6, minPolicies: 2, maxPolicies: 6 }).map(({ cluster }) => ({
+  ...cluster,
+  policies: cluster.policies.filter((p) => p.valid),
+}));
+const randomProbes: [number, Protocol, 4 | 6][] = [
+  [80, 'TCP', 4],
+  [8080, 'TCP', 6],
+  [53, 'UDP', 4],
+];
+const mixed = (c: ClusterState): boolean => {
+  const snap = compile(c);
+  const cells = randomProbes.flatMap(([port, protocol, family]) => Object.values(computeMatrix(snap, c.pods, protocol, port, family)).flatMap((r) => Object.values(r)));
+  return cells.includes(true) && cells.includes(false);
+};
+const agentClusters = fc.sample(arbAgentCluster, { seed: 20261121, numRuns: 60 }).filter(mixed).slice(0, 4);
+
+describe.skipIf(skip)('random clusters through the agent', () => {
+  it('four clusters with both allowed and denied cells were drawn', () => {
+    expect(agentClusters.length).toBe(4);
+  });
+
+  it.each(agentClusters.map((c, i) => [i, c] as const))('random cluster %i', async (_i, cluster) => {
+    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
+    let lab: Lab | undefined;
+    let agent: AgentProcess | undefined;
+    try {
+      writeFileSync(join(dir, 'cluster.yaml'), toManifests(cluster));
+      lab = await Lab.up({ id: id(), manifests: [dir], ports: [...new Set(randomProbes.map(([p]) => p))] });
+      agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--intercept-all-pods']);
+      await agent.waitFor((l) => l.msg === 'ready');
+      for (const [port, protocol, family] of randomProbes) {
+        const want = computed([dir], port, protocol, family);
+        expect(await liveMatrix(lab, port, protocol, family, want), `${protocol}/${port} IPv${family}`).toEqual(want);
+      }
+    } finally {
+      await agent?.stop();
+      await lab?.down();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
