@@ -17,6 +17,7 @@ import fc from 'fast-check';
 import { arbClusterWithFlows } from './support/arbitraries.js';
 import { toManifests } from './support/to-manifests.js';
 import { AgentProcess } from '../src/lab/agent-process.js';
+import { run } from '../src/cli/main.js';
 import { existsSync } from 'node:fs';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -114,8 +115,68 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
   it('a denied TCP connection is reset right after the handshake; the log names the policies', async () => {
     const r = await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 });
     expect(r.result).toBe('reset');
+    // The flow log (on the agent's standard output by default) has one line per denied flow.
     const line = await agent.waitFor((l) => l.msg === 'flow denied' && l.srcPod === 'production/api' && l.dstPod === 'production/backend');
-    expect(line.ingress).toContain('production/default-deny-ingress');
+    expect((line.ingress as { policies: string[] }).policies).toContain('production/default-deny-ingress');
+    expect(line).toMatchObject({ protocol: 'TCP', dstIp: '198.18.1.20', dstPort: 8080, verdict: 'deny', audit: false, ingress: { status: 'denied' } });
+  });
+
+  it('serves /metrics, /healthz and /readyz; the decision metrics change as flows are decided', async () => {
+    const health = await agent.get('/healthz');
+    expect(health.status).toBe(200);
+    const ready = await agent.get('/readyz');
+    expect(ready.status).toBe(200);
+    expect(JSON.parse(ready.body)).toMatchObject({ ok: true, phase: 'enforcing', interception: true });
+    const series = (text: string, name: string): number => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.slice(name.length + 1) ?? 0);
+    const DENY = 'netpold_decisions_total{verdict="deny",egress="allowed",ingress="denied"}';
+    const before = (await agent.get('/metrics')).body;
+    expect(series(before, 'netpold_phase{phase="enforcing"}')).toBe(1);
+    expect(series(before, 'netpold_interception_installed')).toBe(1);
+    expect(series(before, 'netpold_snapshot_revision')).toBeGreaterThanOrEqual(1);
+    expect(series(before, 'netpold_source_updates_total{source="manifests"}')).toBeGreaterThanOrEqual(1);
+    expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('reset');
+    expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('connected');
+    const after = (await agent.get('/metrics')).body;
+    expect(series(after, DENY)).toBeGreaterThan(series(before, DENY));
+    expect(series(after, 'netpold_flows_total{protocol="tcp",verdict="deny"}')).toBeGreaterThan(series(before, 'netpold_flows_total{protocol="tcp",verdict="deny"}'));
+    expect(series(after, 'netpold_flows_total{protocol="tcp",verdict="allow"}')).toBeGreaterThan(series(before, 'netpold_flows_total{protocol="tcp",verdict="allow"}'));
+    expect(series(after, 'netpold_decision_duration_seconds_count')).toBeGreaterThanOrEqual(series(before, 'netpold_decision_duration_seconds_count') + 2);
+    expect(series(after, 'netpold_relayed_bytes_total{direction="to_client"}')).toBeGreaterThan(series(before, 'netpold_relayed_bytes_total{direction="to_client"}'));
+    expect(after).toMatch(/^process_cpu_seconds_total /m); // prom-client's process metrics, on the agent's own registry
+  });
+
+  it('explains a flow from the running agent over its socket', async () => {
+    const out: string[] = [];
+    const code = await run(['explain', '--agent-socket', agent.socketPath, '--from', 'production/api', '--to', 'production/backend', '--port', '8080', '--json'], { out: (t) => out.push(t), err: (t) => out.push(t) });
+    expect(code).toBe(1);
+    const j = JSON.parse(out.join(''));
+    expect(j).toMatchObject({ source: `agent ${agent.socketPath}`, from: { endpoint: 'production/api', ip: '198.18.1.30' }, enforcement: 'deny' });
+    expect(j.explanation.ingress.policies.map((p: { policy: string }) => p.policy)).toEqual(['production/default-deny-ingress', 'production/allow-frontend']);
+    const text: string[] = [];
+    expect(await run(['explain', '--agent-socket', agent.socketPath, '--from', 'production/frontend', '--to', 'production/backend', '--port', '8080'], { out: (t) => text.push(t), err: (t) => text.push(t) })).toBe(0);
+    expect(text.join('\n')).toContain('ingress rule 0: MATCHES  <- allows the flow');
+  });
+
+  it('audit mode for a namespace (annotation netpold.io/mode: audit): a normally denied flow connects, and the flow log marks it', async () => {
+    const file = join(dir, 'cluster.yaml');
+    const original = readFileSync(file, 'utf8');
+    expect(original).toContain('metadata:\n  name: production\n');
+    const mark = agent.lines.length;
+    writeFileSync(file, original.replace('metadata:\n  name: production\n', 'metadata:\n  name: production\n  annotations:\n    netpold.io/mode: audit\n'));
+    try {
+      await agent.waitFor((l) => l.msg.startsWith('namespaces in audit mode') && JSON.stringify(l.namespaces) === '["production"]', 20_000, mark);
+      const r = await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 });
+      expect(r.result).toBe('connected');
+      expect(r.reply).toBe('production/backend');
+      const line = await agent.waitFor((l) => l.msg === 'flow denied' && l.srcPod === 'production/api' && l.dstPod === 'production/backend' && l.audit === true, 20_000, mark);
+      expect(line).toMatchObject({ verdict: 'deny', audit: true, ingress: { status: 'denied' } });
+      expect(Number((await agent.get('/metrics')).body.match(/^netpold_flows_total\{protocol="tcp",verdict="audit"\} (\d+)/m)?.[1])).toBeGreaterThanOrEqual(1);
+    } finally {
+      const back = agent.lines.length;
+      writeFileSync(file, original);
+      await agent.waitFor((l) => l.msg.startsWith('namespaces in audit mode') && JSON.stringify(l.namespaces) === '[]', 20_000, back);
+    }
+    expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('reset');
   });
 
   it('relays large transfers byte for byte in both directions, with half-close', async () => {
@@ -172,7 +233,7 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
       expect(ok.reply).toBe('production/backend');
       const denied = await lab.probe('production/api', '198.18.250.1', 80, 'TCP', { timeoutMs: 2000 });
       expect(denied.result).toBe('reset');
-      await agent.waitFor((l) => l.msg === 'flow denied' && l.srcPod === 'production/api' && l.dst === '198.18.1.20:8080');
+      await agent.waitFor((l) => l.msg === 'flow denied' && l.srcPod === 'production/api' && l.dstIp === '198.18.1.20' && l.dstPort === 8080);
     } finally {
       await lab.exec(lab.nodeNamespace, ['nft', 'delete', 'table', 'ip', 'npd_e2e_svc']);
     }
@@ -224,8 +285,53 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
     }
   });
 
-  it('on SIGTERM the agent exits 0 and removes its table, rules and routes', async () => {
+  it('on SIGTERM new flows are refused while a live flow finishes; then the agent exits 0 and removes its table, rules and routes', async () => {
+    // An echo server in kube-system/coredns, a client in staging/frontend that keeps its
+    // connection open until told to go on (on its standard input), after the agent got SIGTERM.
+    const server = `require('net').createServer((s) => s.pipe(s)).listen(9001, '198.18.2.53', () => console.log('listening'));
+      setTimeout(() => process.exit(0), 60000);`;
+    const srv = spawn('ip', ['netns', 'exec', lab.podNamespace('kube-system/coredns'), process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(srv);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('server did not start')), 10_000);
+      srv.stdout!.once('data', () => (clearTimeout(t), resolve()));
+    });
+    const clientScript = `
+      const s = require('net').connect({ host: '198.18.2.53', port: 9001 });
+      let got = ''; let opened = false; let error = null;
+      s.on('data', (d) => { got += d; if (!opened && got === 'one\\n') { opened = true; console.log('open'); } if (got === 'one\\ntwo\\n') s.end(); });
+      s.on('error', (e) => { error = e.code; });
+      s.on('close', () => { console.log(JSON.stringify({ got, error })); process.exit(0); });
+      s.write('one\\n');
+      process.stdin.once('data', () => s.write('two\\n'));
+      setTimeout(() => { console.log(JSON.stringify({ got, error: 'timeout' })); process.exit(1); }, 40000);`;
+    const client = spawn('ip', ['netns', 'exec', lab.podNamespace('staging/frontend'), process.execPath, '-e', clientScript], { stdio: ['pipe', 'pipe', 'inherit'] });
+    procs.push(client);
+    let clientOut = '';
+    client.stdout!.setEncoding('utf8').on('data', (c: string) => (clientOut += c));
+    const ended = new Promise<void>((resolve) => client.on('exit', () => resolve()));
+    const waitOut = async (pred: () => boolean, what: string): Promise<void> => {
+      const deadline = Date.now() + 20_000;
+      while (!pred()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${clientOut}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await waitOut(() => clientOut.startsWith('open'), 'the client connection');
+
+    const mark = agent.lines.length;
+    agent.proc.kill('SIGTERM');
+    await agent.waitFor((l) => l.msg === 'draining: new flows are refused; live TCP flows may finish', 20_000, mark);
+    expect((await agent.get('/readyz')).status).toBe(503);
+    // A new flow during the drain is refused; the live one goes on.
+    expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('reset');
+    client.stdin!.write('go\n');
+    await ended;
+    const result = JSON.parse(clientOut.trim().split('\n')[1]!);
+    expect(result).toEqual({ got: 'one\ntwo\n', error: null });
     expect(await agent.stop()).toBe(0);
+    expect(agent.lines.slice(mark).some((l) => l.msg === 'drained: every live flow finished')).toBe(true);
+    srv.kill('SIGKILL');
     const tables = await lab.exec(lab.nodeNamespace, ['nft', 'list', 'tables']);
     expect(tables.stdout).not.toMatch(/netpold/);
     const rules = await lab.exec(lab.nodeNamespace, ['ip', 'rule']);
@@ -253,6 +359,14 @@ describe.skipIf(skip)('agent fails closed', () => {
       await agent.waitFor((l) => l.msg.startsWith('manifests could not be read as a whole'));
       const r = await lab.probe('staging/frontend', 'kube-system/coredns', 8080, 'TCP', { timeoutMs: 1500 });
       expect(r.result).toBe('reset');
+      // Not ready while failing closed; alive all the same.
+      const ready = await agent.get('/readyz');
+      expect(ready.status).toBe(503);
+      expect(JSON.parse(ready.body)).toMatchObject({ ok: false, phase: 'fail_closed', interception: true });
+      expect((await agent.get('/healthz')).status).toBe(200);
+      const metrics = (await agent.get('/metrics')).body;
+      expect(metrics).toMatch(/^netpold_phase\{phase="fail_closed"\} 1$/m);
+      expect(metrics).toMatch(/^netpold_flows_refused_total\{reason="not_ready"\} [1-9]/m);
       const rules = await lab.exec(lab.nodeNamespace, ['ip', 'rule']);
       expect(rules.stdout.match(/lookup 4242/g)?.length).toBe(1);
       expect(await agent.stop()).toBe(0);
@@ -262,6 +376,42 @@ describe.skipIf(skip)('agent fails closed', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe.skipIf(skip)('agent crash and restart', () => {
+  it('a killed agent leaves its interception behind; the next start removes it and enforces; SIGTERM removes everything', async () => {
+    const lab = await Lab.up({ id: id(), manifests: [join(root, 'examples/demo')], nodeName: 'node-a', ports: [8080] });
+    let agent: AgentProcess | undefined;
+    try {
+      const args = ['--manifests', join(root, 'examples/demo'), '--node-name', 'node-a'];
+      const first = AgentProcess.start(lab.nodeNamespace, args);
+      agent = first;
+      await first.waitFor((l) => l.msg === 'ready');
+      first.proc.kill('SIGKILL');
+      await first.stop();
+      // Its table, rules and routes are still there. With no agent socket for TPROXY to find,
+      // the tproxy rule does not apply and the packet is forwarded as usual: until the agent is
+      // back, new flows pass unenforced (README, "Phases": a crash fails open), the formerly
+      // denied one included.
+      expect((await lab.exec(lab.nodeNamespace, ['nft', 'list', 'tables'])).stdout).toMatch(/table inet netpold\b/);
+      expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule'])).stdout.match(/lookup 4242/g)?.length).toBe(1);
+      expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('connected');
+      const second = AgentProcess.start(lab.nodeNamespace, args);
+      agent = second;
+      await second.waitFor((l) => l.msg === 'ready');
+      expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule'])).stdout.match(/lookup 4242/g)?.length).toBe(1);
+      expect((await lab.exec(lab.nodeNamespace, ['ip', '-6', 'rule'])).stdout.match(/lookup 4242/g)?.length).toBe(1);
+      expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('connected');
+      expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('reset');
+      expect(await second.stop()).toBe(0);
+      expect((await lab.exec(lab.nodeNamespace, ['nft', 'list', 'tables'])).stdout).not.toMatch(/netpold/);
+      expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule'])).stdout).not.toMatch(/lookup 4242/);
+      expect((await lab.exec(lab.nodeNamespace, ['ip', 'route', 'show', 'table', '4242'])).stdout.trim()).toBe('');
+    } finally {
+      await agent?.stop();
+      await lab.down();
+    }
+  }, 90_000);
 });
 
 // The seed examples, live: every valid seed cluster + policies, matrix through the agent equals

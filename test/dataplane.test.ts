@@ -6,12 +6,17 @@
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Dataplane, type DataplaneConfig } from '../src/dataplane/dataplane.js';
+import { Dataplane, type DataplaneConfig, type DataplaneHooks } from '../src/dataplane/dataplane.js';
+import { FlowLog } from '../src/flowlog/flow-log.js';
+import { MemorySink } from './support/memory-sink.js';
 import { FakeNativeSockets } from '../src/dataplane/native-fake.js';
 import type { TcpFlow, UdpHandle } from '../src/dataplane/native.js';
 import { MemoryLogger } from '../src/log.js';
 import { compile } from '../src/policy/compile.js';
 import type { PolicySnapshot } from '../src/policy/snapshot.js';
+import { Registry } from 'prom-client';
+import { AgentMetrics } from '../src/metrics/metrics.js';
+import { startMetricsServer } from '../src/metrics/server.js';
 import { makeCluster, makeNs, makePod, makePolicy } from './support/builders.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -149,6 +154,9 @@ const DEFAULTS: DataplaneConfig = {
 let fake: FakeNativeSockets | undefined;
 let dp: Dataplane | undefined;
 let log: MemoryLogger;
+let flowLog: FlowLog;
+let sink: MemorySink;
+
 
 afterEach(async () => {
   try {
@@ -161,11 +169,18 @@ afterEach(async () => {
 });
 
 /** Starts a data plane redirected to by the fake; `snapshot` null: none set (not ready). */
-async function setup(config: Partial<DataplaneConfig> = {}, snapshot: PolicySnapshot | null = allowSnapshot(1)) {
+async function setup(
+  config: Partial<DataplaneConfig> = {},
+  snapshot: PolicySnapshot | null = allowSnapshot(1),
+  hooks: DataplaneHooks = {},
+  flowLogOptions: { sampleRate?: number; bufferLines?: number } = {},
+) {
   const f = new FakeNativeSockets();
   fake = f;
   log = new MemoryLogger();
-  const d = new Dataplane(f, log, { ...DEFAULTS, ...config });
+  sink = new MemorySink();
+  flowLog = new FlowLog(sink, { sampleRate: 0, bufferLines: 100, ...flowLogOptions });
+  const d = new Dataplane(f, log, { ...DEFAULTS, ...config }, { flowLog, ...hooks });
   dp = d;
   await d.start();
   expect(d.listeners.tcp).toHaveLength(1);
@@ -200,6 +215,12 @@ async function roundTrip(c: Conn, text: string): Promise<void> {
 
 function logged(msg: string) {
   return log.lines.filter((l) => l.msg === msg);
+}
+
+/** Flow-log lines with this msg, once the flow log has written what it buffered. */
+async function flowLines(msg: string, n: number) {
+  await waitFor(() => sink.lines.filter((l) => l.msg === msg).length >= n, 5000, `${n} flow-log line(s) ${msg}`);
+  return sink.lines.filter((l) => l.msg === msg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,11 +333,13 @@ describe('Dataplane over FakeNativeSockets: TCP', () => {
     expect(server.flows).toEqual([]);
     expect(f.tcpConnects).toEqual([]);
     expect(d.table.size).toBe(0);
-    const lines = logged('flow denied');
+    const lines = await flowLines('flow denied', 1);
     expect(lines).toHaveLength(1);
     expect(lines[0]!.level).toBe('info');
-    expect(lines[0]!.fields).toMatchObject({ protocol: 'TCP', src: `${OTHER_IP}:40001`, dst: `${WEB_IP}:8080`, verdict: 'deny', revision: 1 });
-    expect(String(lines[0]!.fields.ingress)).toContain(ALLOW_POLICY);
+    expect(lines[0]).toMatchObject({ protocol: 'TCP', srcIp: OTHER_IP, srcPort: 40001, dstIp: WEB_IP, dstPort: 8080, verdict: 'deny', audit: false, revision: 1 });
+    expect(lines[0]!.ingress).toEqual({ status: 'denied', policies: [ALLOW_POLICY] });
+    // Decisions are no longer logged through the logger: the flow log has them.
+    expect(logged('flow denied')).toEqual([]);
 
     // A port the policy does not allow is denied too, for the allowed client.
     const c2 = await client(f, CLIENT_IP, 40002, 9000);
@@ -499,10 +522,10 @@ describe('Dataplane over FakeNativeSockets: UDP', () => {
     expect(d.counters.decisions).toEqual({ allow: 0, deny: 1 });
     expect(u.serverSaw).toEqual([]);
     expect(f.udpOpens).toHaveLength(1); // only the listener: nothing opened for the flow
-    const lines = logged('flow denied');
+    const lines = await flowLines('flow denied', 1);
     expect(lines).toHaveLength(1);
-    expect(lines[0]!.fields).toMatchObject({ protocol: 'UDP', src: `${OTHER_IP}:40001`, dst: `${WEB_IP}:53`, verdict: 'deny' });
-    expect(String(lines[0]!.fields.ingress)).toContain(ALLOW_POLICY);
+    expect(lines[0]).toMatchObject({ protocol: 'UDP', srcIp: OTHER_IP, srcPort: 40001, dstIp: WEB_IP, dstPort: 53, verdict: 'deny' });
+    expect(lines[0]!.ingress.policies).toContain(ALLOW_POLICY);
     // An allowed client meanwhile is served (so the denied datagrams were not merely slow).
     const ok = udpPair(f);
     ok.send('q');
@@ -580,5 +603,252 @@ describe('Dataplane over FakeNativeSockets: stop()', () => {
       code: 'ECONNREFUSED',
     });
     expect(d.counters.decisions.allow).toBe(2);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Operating: flow log, audit mode, drain at shutdown, metrics
+
+/** client-ns isolated for egress with no rule: the client's egress denies everything. */
+function egressDenySnapshot(revision: number): PolicySnapshot {
+  return compile(
+    makeCluster({
+      namespaces,
+      pods,
+      policies: [makePolicy('client-ns/deny-egress', { podSelector: {}, policyTypes: ['Egress'] }), makePolicy('server-ns/deny-all', { podSelector: {} })],
+    }),
+    { revision },
+  );
+}
+
+describe('Dataplane: the flow log', () => {
+  it('logs every denied flow and samples allowed ones (rate 1: all), naming the policy and rule that allowed it', async () => {
+    const { fake: f } = await setup({}, allowSnapshot(4), {}, { sampleRate: 1 });
+    await echoServer(f);
+    const ok = await client(f, CLIENT_IP, 40000);
+    await roundTrip(ok, 'hi');
+    await expectReset(await client(f, OTHER_IP, 40001));
+    const allowed = await flowLines('flow allowed', 1);
+    expect(allowed[0]).toMatchObject({
+      level: 'info',
+      protocol: 'TCP',
+      family: 4,
+      srcIp: CLIENT_IP,
+      srcPort: 40000,
+      dstIp: WEB_IP,
+      dstPort: 8080,
+      srcPod: 'client-ns/client',
+      dstPod: 'server-ns/web',
+      verdict: 'allow',
+      audit: false,
+      revision: 4,
+      egress: { status: 'not-isolated' },
+      ingress: { status: 'allowed', policy: ALLOW_POLICY, rule: 0, policies: [ALLOW_POLICY] },
+      sampleRate: 1,
+    });
+    expect(Date.parse(allowed[0]!.time)).not.toBeNaN();
+    const denied = await flowLines('flow denied', 1);
+    expect(denied[0]).toMatchObject({ srcPod: 'client-ns/other', dstPod: 'server-ns/web', verdict: 'deny', ingress: { status: 'denied', policies: [ALLOW_POLICY] } });
+    expect(denied[0]!.sampleRate).toBeUndefined();
+    expect(flowLog.counters).toMatchObject({ written: 2, dropped: 0, sampledOut: 0 });
+  });
+
+  it('rate 0 logs no allowed flow (counted as sampled out), still every denied one', async () => {
+    const { fake: f } = await setup({}, allowSnapshot(1), {}, { sampleRate: 0 });
+    await echoServer(f);
+    await roundTrip(await client(f, CLIENT_IP, 40000), 'a');
+    await roundTrip(await client(f, CLIENT_IP, 40001), 'b');
+    await expectReset(await client(f, OTHER_IP, 40002));
+    await flowLines('flow denied', 1);
+    expect(sink.lines.map((l) => l.msg)).toEqual(['flow denied']);
+    expect(flowLog.counters.sampledOut).toBe(2);
+  });
+
+  it('when its buffer is full, lines are dropped and counted while enforcement goes on; the rest is written once the sink drains', async () => {
+    const { fake: f, dp: d } = await setup({}, allowSnapshot(1), {}, { bufferLines: 2 });
+    sink.blocked = true; // a sink that accepts one write, then never drains (until unblocked)
+    for (let i = 0; i < 6; i++) await expectReset(await client(f, OTHER_IP, 41000 + i));
+    expect(d.counters.decisions.deny).toBe(6); // every flow decided and reset: nothing waited on the log
+    const c = flowLog.counters;
+    expect(c.dropped).toBeGreaterThanOrEqual(3); // at most one line written before the block, two buffered
+    expect(c.written + flowLog.buffered + c.dropped).toBe(6);
+    expect(flowLog.buffered).toBeLessThanOrEqual(2);
+    sink.unblock();
+    await waitFor(() => flowLog.buffered === 0, 5000, 'the buffer written');
+    expect(sink.lines).toHaveLength(6 - c.dropped);
+    expect(sink.lines.every((l) => l.msg === 'flow denied')).toBe(true);
+  });
+});
+
+describe('Dataplane: audit mode', () => {
+  it('--mode audit: a denied TCP flow is relayed, counted as audited and flow-logged with audit: true, verdict deny', async () => {
+    const { fake: f, dp: d } = await setup({ mode: 'audit' });
+    const server = await echoServer(f);
+    const c = await client(f, OTHER_IP, 40001);
+    await roundTrip(c, 'let me through');
+    expect(server.flows).toHaveLength(1);
+    expect(d.counters.decisions).toEqual({ allow: 0, deny: 1 });
+    expect(d.counters.audited).toBe(1);
+    expect(d.counters.flows[0 * 3 + 2]).toBe(1); // TCP, audit
+    const [line] = await flowLines('flow denied', 1);
+    expect(line).toMatchObject({ verdict: 'deny', audit: true, srcPod: 'client-ns/other', ingress: { status: 'denied', policies: [ALLOW_POLICY] } });
+    expect(d.isAudited(d.table.all()[0]!)).toBe(true);
+  });
+
+  it('--mode audit: a denied UDP flow is relayed', async () => {
+    const { fake: f, dp: d } = await setup({ mode: 'audit' });
+    const got: string[] = [];
+    const srv: UdpHandle = f.endpointUdp({ address: WEB_IP, port: 5353 }, (m, sa, sp) => srv.send(m, sa, sp));
+    const c = f.endpointUdp({ address: OTHER_IP, port: 40000 }, (m) => got.push(m.toString()));
+    c.send(Buffer.from('q'), WEB_IP, 5353);
+    await waitFor(() => got.length === 1, 5000, 'the echo');
+    expect(d.counters.udpDropped).toBe(0);
+    expect(d.counters.flows[1 * 3 + 2]).toBe(1); // UDP, audit
+  });
+
+  it('a namespace in audit mode lifts the denials of its own pods only; back to enforce, the audited flow is closed', async () => {
+    const { fake: f, dp: d } = await setup({}, null);
+    await echoServer(f);
+    d.setSnapshot(allowSnapshot(1), { auditNamespaces: new Set(['server-ns']) });
+    // OTHER -> web is denied by server-ns's ingress policy: server-ns audits, so it goes through.
+    const c = await client(f, OTHER_IP, 40001);
+    await roundTrip(c, 'audited');
+    expect(d.counters.audited).toBe(1);
+    // Denied by client-ns's egress as well: client-ns enforces, so it stays denied.
+    d.setSnapshot(egressDenySnapshot(2), { auditNamespaces: new Set(['server-ns']) });
+    expect((await c.outcome()).error).toBe('ECONNRESET'); // re-evaluated: client-ns's denial is enforced
+    await expectReset(await client(f, OTHER_IP, 40002));
+    const lines = await flowLines('flow denied', 2);
+    expect(lines.map((l) => [l.audit, l.egress.status, l.ingress.status])).toEqual([
+      [true, 'not-isolated', 'denied'],
+      [false, 'denied', 'denied'],
+    ]);
+    // With client-ns in audit mode too, both denials are lifted.
+    d.setSnapshot(egressDenySnapshot(3), { auditNamespaces: new Set(['server-ns', 'client-ns']) });
+    const c3 = await client(f, OTHER_IP, 40003);
+    await roundTrip(c3, 'both audited');
+    // Back to enforcing everywhere: the audited live flow is closed like any flow no longer allowed.
+    d.setSnapshot(egressDenySnapshot(4));
+    expect((await c3.outcome()).error).toBe('ECONNRESET');
+    expect(d.counters.closedByPolicyChange).toBe(2);
+  });
+});
+
+describe('Dataplane: drain at shutdown', () => {
+  it('refuses new flows while a live flow goes on and finishes; drain resolves when it has, before the grace period', async () => {
+    const { fake: f, dp: d } = await setup();
+    await echoServer(f);
+    const live = await client(f, CLIENT_IP, 40000);
+    await roundTrip(live, 'before');
+    expect(d.liveTcpFlows).toBe(1);
+    const drained = d.drain(600_000);
+    expect(d.isDraining).toBe(true);
+    await expectReset(await client(f, CLIENT_IP, 40001));
+    expect(d.counters.refusedDraining).toBe(1);
+    await roundTrip(live, 'during the drain');
+    live.socket.end();
+    const r = await within(drained, 10_000, 'the drain to end when the flow finished');
+    expect(r).toEqual({ finished: true, left: 0 });
+    expect((await live.outcome()).error).toBeUndefined();
+    expect(live.text()).toBe('beforeduring the drain');
+  });
+
+  it('a flow still open when the grace period ends is reset by stop()', async () => {
+    const { fake: f, dp: d } = await setup();
+    await echoServer(f);
+    const live = await client(f, CLIENT_IP, 40000);
+    await roundTrip(live, 'x');
+    const r = await within(d.drain(100), 10_000, 'the grace period');
+    expect(r).toEqual({ finished: false, left: 1 });
+    await within(d.stop(), 5000, 'stop()');
+    dp = undefined;
+    expect((await live.outcome()).error).toBe('ECONNRESET');
+  });
+
+  it('a second signal (abort) ends the drain at once', async () => {
+    const { fake: f, dp: d } = await setup();
+    await echoServer(f);
+    await roundTrip(await client(f, CLIENT_IP, 40000), 'x');
+    const r = await within(d.drain(600_000, Promise.resolve()), 10_000, 'the aborted drain');
+    expect(r.finished).toBe(false);
+  });
+});
+
+describe('Dataplane: metrics', () => {
+  async function scrape(url: string): Promise<string> {
+    const res = await fetch(url);
+    expect(res.status).toBe(200);
+    return res.text();
+  }
+  function value(text: string, series: string): number | undefined {
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+  }
+
+  it('are served on /metrics and change as flows are decided', async () => {
+    const registry = new Registry();
+    const metrics = new AgentMetrics(registry);
+    const { fake: f, dp: d } = await setup({}, null, { observeDecision: metrics.observeDecision }, { sampleRate: 1 });
+    const agentView = { phase: 'fail_closed' as const, interceptionInstalled: true, auditNamespaceCount: 0 };
+    metrics.bind({
+      dataplane: d,
+      agent: agentView,
+      flowLog,
+      source: () => ({ kind: 'manifests', updates: 1, events: 0, relists: 0, errors: 0, rejected: 0, lastSyncTime: Date.now() }),
+      version: 'test',
+    });
+    const server = await startMetricsServer({ host: '127.0.0.1', port: 0, registry, health: () => ({ ok: true, detail: {} }), ready: () => ({ ok: false, detail: {} }) });
+    try {
+      const url = `http://127.0.0.1:${server.port}/metrics`;
+      const before = await scrape(url);
+      expect(value(before, 'netpold_phase{phase="fail_closed"}')).toBe(1);
+      expect(value(before, 'netpold_phase{phase="enforcing"}')).toBe(0);
+      expect(value(before, 'netpold_decision_duration_seconds_count')).toBe(0);
+      expect(value(before, 'netpold_flows_total{protocol="tcp",verdict="allow"}')).toBe(0);
+      expect(value(before, 'netpold_snapshot_revision')).toBe(0);
+
+      // Not ready: refused without a decision.
+      await expectReset(await client(f, CLIENT_IP, 39999));
+      d.setSnapshot(allowSnapshot(7));
+      const server2 = await echoServer(f);
+      const ok = await client(f, CLIENT_IP, 40000);
+      await roundTrip(ok, 'hello');
+      await expectReset(await client(f, OTHER_IP, 40001));
+      const u = f.endpointUdp({ address: OTHER_IP, port: 40002 }, () => {});
+      f.endpointUdp({ address: WEB_IP, port: 53 }, () => {});
+      u.send(Buffer.from('a'), WEB_IP, 53);
+      u.send(Buffer.from('b'), WEB_IP, 53);
+      await waitFor(() => d.counters.udpDropped === 2, 5000, 'datagrams dropped');
+      await flowLines('flow denied', 2);
+
+      const after = await scrape(url);
+      expect(value(after, 'netpold_decisions_total{verdict="allow",egress="not-isolated",ingress="allowed"}')).toBe(1);
+      expect(value(after, 'netpold_decisions_total{verdict="deny",egress="not-isolated",ingress="denied"}')).toBe(2);
+      expect(value(after, 'netpold_decision_duration_seconds_count')).toBe(3);
+      expect(value(after, 'netpold_decision_duration_seconds_bucket{le="+Inf"}')).toBe(3);
+      expect(value(after, 'netpold_flows_total{protocol="tcp",verdict="allow"}')).toBe(1);
+      expect(value(after, 'netpold_flows_total{protocol="tcp",verdict="deny"}')).toBe(1);
+      expect(value(after, 'netpold_flows_total{protocol="udp",verdict="deny"}')).toBe(1);
+      expect(value(after, 'netpold_flows_active{protocol="tcp",verdict="allow"}')).toBe(1); // the echo connection is still open
+      expect(value(after, 'netpold_flows_active{protocol="udp",verdict="deny"}')).toBe(1);
+      expect(value(after, 'netpold_flows_refused_total{reason="not_ready"}')).toBe(1);
+      expect(value(after, 'netpold_relayed_bytes_total{direction="to_server"}')).toBe(5);
+      expect(value(after, 'netpold_relayed_bytes_total{direction="to_client"}')).toBe(5);
+      expect(value(after, 'netpold_udp_datagrams_dropped_total')).toBe(2);
+      expect(value(after, 'netpold_flow_table_entries')).toBe(2);
+      expect(value(after, 'netpold_flow_table_capacity')).toBe(64);
+      expect(value(after, 'netpold_flow_table_lookups_total')).toBe(2);
+      expect(value(after, 'netpold_flow_table_hits_total')).toBe(1);
+      expect(value(after, 'netpold_snapshot_revision')).toBe(7);
+      expect(value(after, 'netpold_flow_log_lines_total')).toBe(3);
+      expect(value(after, 'netpold_flow_log_dropped_total')).toBe(0);
+      expect(value(after, 'netpold_source_updates_total{source="manifests"}')).toBe(1);
+      expect(value(after, 'netpold_build_info{version="test"}')).toBe(1);
+      // No address or pod name in any label.
+      for (const l of after.split('\n').filter((x) => x.startsWith('netpold_'))) expect(l).not.toMatch(/198\.18|client-ns|server-ns/);
+      expect(server2.flows).toHaveLength(1);
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -129,6 +129,8 @@ describe.skipIf(skip)('agent with the Kubernetes source, on the demo cluster', (
     const other = AgentProcess.start(lab.nodeNamespace, [
       '--kubeconfig', kubeconfig, '--node-name', 'node-a',
       '--table', 'netpold_t2', '--port', '15002', '--fwmark', '0x8000', '--route-table', '4243',
+      // The first agent serves 127.0.0.1:9464 in this namespace already.
+      '--metrics-address', '127.0.0.1:9465',
     ]);
     await other.waitFor((r) => /interception installed/.test(r.msg), 30_000);
     await other.waitFor((r) => r['code'] === 'NETPOLD_E_KUBE_API', 30_000);

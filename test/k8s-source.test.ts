@@ -422,12 +422,12 @@ describe('netpold agent: source flags', () => {
   it('requires exactly one of --manifests, --kubeconfig, --in-cluster', async () => {
     const none = await cli('agent');
     expect(none.code).toBe(2);
-    expect(none.err).toMatch(/--manifests PATH\.\.\., --kubeconfig PATH or --in-cluster.*NETPOLD_E_USAGE/);
+    expect(none.err).toMatch(/--manifests PATH\.\.\., --kubeconfig PATH or --in-cluster.*NETPOLD_E_CONFIG/);
     const two = await cli('agent', '--manifests', 'x', '--kubeconfig', 'y', '--node-name', 'n');
     expect(two.code).toBe(2);
-    expect(two.err).toMatch(/only one state source.*NETPOLD_E_USAGE/);
+    expect(two.err).toMatch(/only one state source.*NETPOLD_E_CONFIG/);
     const noNode = await cli('agent', '--kubeconfig', 'y');
-    expect(noNode.err).toMatch(/--kubeconfig needs --node-name.*NETPOLD_E_USAGE/);
+    expect(noNode.err).toMatch(/--kubeconfig needs --node-name.*NETPOLD_E_CONFIG/);
   });
 
   it('reports an unusable kubeconfig or in-cluster config as NETPOLD_E_KUBECONFIG before touching the node', async () => {

@@ -15,6 +15,11 @@
 //       original destination), driven by a uv_poll_t on Node's loop, up to 64 datagrams per
 //       wakeup. onMessage(buf, srcAddr, srcPort, dstAddr, dstPort). The handle has send, connect,
 //       close, counters, fd, localAddress, localPort.
+//   spliceRelay(clientFd, upstreamFd, flags, onDone) -> id; spliceAbort(id); spliceProgress();
+//   spliceStats(); tcpClose(fd, reset)
+//       The byte path of an allowed TCP flow in the kernel: splice(2) through a pipe per
+//       direction on the addon's own epoll thread, JS told once when the flow ends. See the
+//       "spliceRelay" section below.
 //
 // Errors: system errors are Error objects with code (errno name, e.g. 'ECONNREFUSED'), errno
 // (negative, as in Node's own system errors) and syscall, and a message naming the call.
@@ -23,25 +28,38 @@
 // without close() is closed by its finalizer; everything still open is closed when the Node
 // environment is torn down (worker exit).
 //
-// Design note: the TCP byte path is plain Node sockets today. A later step moves relaying of
-// established TCP flows into native code (splice(2) between the two fds) without changing
-// callers: the JS API stays shaped as "give me a connected upstream socket".
+// tcpConnect hands JS a raw fd: the JS relay wraps it in a net.Socket, the splice relay gives it
+// to spliceRelay as it is.
 
 #include <napi.h>
 #include <uv.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
 
 #ifndef IP_TRANSPARENT
 #define IP_TRANSPARENT 19
@@ -277,12 +295,20 @@ Failure SetMark(int fd, uint32_t mark) {
 
 struct ConnectReq;
 class UdpSocket;
+namespace splice {
+struct Channel;
+}
 
 struct AddonData {
   std::set<ConnectReq*> connects;
   std::set<UdpSocket*> udps;
   Napi::FunctionReference udpConstructor;
   bool tearingDown = false;
+  // spliceRelay (JS thread only): this environment's completion channel (created on first
+  // use), the onDone callback of each live relay by id, and the async context they run in.
+  std::shared_ptr<splice::Channel> spliceChannel;
+  std::unordered_map<uint64_t, Napi::FunctionReference> spliceWaiters;
+  Napi::AsyncContext* spliceContext = nullptr;
 };
 
 uv_loop_t* LoopOf(Napi::Env env) {
@@ -789,6 +815,851 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// spliceRelay: the byte path of an allowed TCP flow, in the kernel
+//
+//   spliceRelay(clientFd, upstreamFd, flags, onDone) -> relay id
+//       Relays bytes both ways between two connected TCP sockets with splice(2) through one pipe
+//       per direction (socket -> pipe -> socket: pages move, no copy through userspace, no JS
+//       per chunk). flags: 1 = the engine takes clientFd itself, 2 = it takes upstreamFd itself;
+//       otherwise it works on a dup() of the fd and the caller keeps its own (see "Resets"
+//       below). Ownership passes only when the call returns; if it throws (EMFILE...), every fd
+//       is still the caller's. onDone(end, bytesToServer, bytesToClient, syscalls) is called
+//       once, on the JS thread, when the engine has let go of both sockets: end is null (both
+//       directions ended with a FIN, each forwarded as shutdown(SHUT_WR) after its pipe
+//       drained), 'reset-client' / 'reset-upstream' (that side failed: ECONNRESET, EPIPE,
+//       ETIMEDOUT...; the other side was reset), or 'aborted' (spliceAbort: both reset).
+//   spliceAbort(id) -> boolean     resets both sides; false if the relay already ended
+//   spliceProgress() -> Float64Array   [id, bytesToServer, bytesToClient, ...] of this
+//       environment's live relays whose totals changed since the last call
+//   spliceStats() -> object        process-wide counters (below)
+//   tcpClose(fd, reset)            close(2) an fd, with SO_LINGER {1, 0} first when reset
+//
+// Engine: a small fixed pool of event-loop threads (1 by default; NETPOLD_SPLICE_THREADS, at
+// most 16), started on first use and never stopped; relay i runs on loop i % n. Each loop is one
+// epoll instance with every relay socket registered once, edge-triggered, for EPOLLIN|EPOLLOUT.
+// Edge-triggered interest is the "toggled" interest of a level-triggered design without its
+// epoll_ctl calls: the loop keeps per-socket readable/writable flags (set by an event, cleared
+// by EAGAIN) and only splices where that can make progress. Backpressure: a direction reads
+// from its source only while its pipe has room; a full pipe is drained into the destination
+// when that becomes writable (EPOLLOUT edge), and only then is the source read again. So the
+// source socket's receive buffer fills and TCP's window closes towards the sender, exactly as
+// when the JS relay pauses a stream. A relay that could keep moving bytes gets a budget of
+// splice calls per turn and is then queued behind the other relays (fairness). Pipes come from
+// a small pool of empty ones (else pipe2), start at the kernel's default size and grow once to
+// 256 KiB (NETPOLD_SPLICE_PIPE_BYTES) when their direction fills them: bulk flows get large
+// splices, request/response flows keep small pipes. A pipe with bytes left in it (a reset) is
+// closed, never pooled.
+//
+// Resets. SO_LINGER {1, 0} on a TCP socket makes its final close send an RST instead of a FIN.
+// "Final" matters: a dup()ed fd and the caller's fd are two references to one open socket, and
+// the socket is released (and the RST sent) only when the LAST of them is closed. So when the
+// engine resets a side it sets SO_LINGER {1, 0} (a property of the socket, seen through every
+// fd) and closes its own fd; if the caller still holds an fd of that socket (a net.Socket), the
+// RST goes out when the caller closes it: onDone tells the caller to resetAndDestroy() its
+// sockets when end !== null, destroy() otherwise. A socket the engine took over (flags) has no
+// other reference, so its RST goes out at once. For the same reason every non-owned fd is
+// removed from epoll explicitly before it is closed: epoll forgets a registration only when the
+// open socket is released, and that would not happen while the caller's fd lives.
+//
+// Counters (spliceStats, process-wide): relays started/active/completed, how they ended, bytes
+// each way, splice calls, every syscall the engine made (setup on the JS thread, splices,
+// epoll, shutdown, close...), loop wakeups, pipes created/reused, start failures. onDone's
+// syscalls argument is the count attributable to that relay (setup, its splices and teardown;
+// not the shared epoll_wait calls, which spliceStats counts as wakeups).
+//
+// Threads: the loops block every signal (Node's handlers run on the main thread). SIGPIPE from
+// a splice into a reset socket is ignored process-wide by Node. Completions reach JS through one
+// napi threadsafe function per environment, referenced (keeping the loop alive) only while that
+// environment has live relays; when the environment goes away its relays are aborted.
+
+namespace splice {
+
+enum End : int { kEndDone = 0, kEndResetClient = 1, kEndResetUpstream = 2, kEndAborted = 3 };
+
+const char* EndName(int end) {
+  switch (end) {
+    case kEndResetClient:
+      return "reset-client";
+    case kEndResetUpstream:
+      return "reset-upstream";
+    case kEndAborted:
+      return "aborted";
+    default:
+      return nullptr;
+  }
+}
+
+constexpr int kOwnClient = 1;
+constexpr int kOwnUpstream = 2;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+constexpr int kMaxEvents = 256;
+constexpr int kPumpBudget = 64;    // splice calls per relay per turn of its loop
+constexpr size_t kPoolMax = 128;   // empty pipes kept for reuse (2 fds each)
+constexpr int kMaxLoops = 16;
+
+struct Stats {
+  std::atomic<uint64_t> started{0}, active{0}, completed{0}, resetClient{0}, resetUpstream{0},
+      aborted{0}, bytesToServer{0}, bytesToClient{0}, spliceCalls{0}, syscalls{0}, wakeups{0},
+      pipesCreated{0}, pipesReused{0}, startFailures{0};
+};
+
+// One environment's way back to JS. Deliver() and the threadsafe function's finalizer take the
+// mutex, so no completion is ever pushed into a threadsafe function Node has let go of.
+struct Channel {
+  std::mutex mu;
+  napi_threadsafe_function tsfn = nullptr;
+  bool closed = false;
+};
+
+struct Completion {
+  uint64_t id;
+  int end;
+  uint64_t toServer;
+  uint64_t toClient;
+  uint64_t syscalls;
+};
+
+struct Pipe {
+  int r = -1;
+  int w = -1;
+  size_t cap = 0;
+};
+
+struct Relay;
+
+struct Side {
+  Relay* relay = nullptr;
+  int fd = -1;
+  bool exclusive = false;  // no other fd refers to this socket (taken over from the caller)
+  bool readable = true;    // not known to be empty (cleared by EAGAIN, set by an event)
+  bool writable = true;    // not known to be full
+  bool registered = false;
+};
+
+// Direction 0 = client -> upstream (toServer), 1 = upstream -> client (toClient): source
+// side[d], destination side[1 - d].
+struct Dir {
+  Pipe pipe;
+  size_t inPipe = 0;   // bytes spliced in and not yet out (exact: splice returns both counts)
+  bool eof = false;    // the source sent its FIN (splice returned 0)
+  bool shut = false;   // forwarded: shutdown(destination, SHUT_WR)
+  bool grown = false;   // tried to grow the pipe to bulkSize (once)
+  std::atomic<uint64_t> bytes{0};  // delivered to the destination
+  uint64_t reported = 0;           // by spliceProgress (JS thread, under Loop::mu)
+};
+
+struct Relay {
+  uint64_t id = 0;
+  std::shared_ptr<Channel> channel;
+  Side side[2];
+  Dir dir[2];
+  uint64_t syscalls = 0;
+  bool finished = false;
+  bool queued = false;
+};
+
+struct Engine;
+Engine& TheEngine();
+
+// ---- pipes ----------------------------------------------------------------------------------
+
+struct PipePool {
+  std::mutex mu;
+  std::vector<Pipe> free;
+  // A pipe starts at the kernel's default (64 KiB) and grows to bulkSize the first time its
+  // direction fills it: a bulk flow gets big splices (fewer syscalls, larger TCP sends), a
+  // request/response flow keeps the small one. NETPOLD_SPLICE_PIPE_BYTES overrides bulkSize.
+  int bulkSize = 256 * 1024;
+};
+
+class Loop {
+ public:
+  explicit Loop(int index) : index_(index) {}
+  bool Start(int* err);
+
+  enum Kind : int { kAdd, kAbort, kAbortChannel };
+  struct Cmd {
+    Kind kind;
+    Relay* relay;
+    uint64_t id;
+    Channel* channel;
+  };
+
+  std::mutex mu;  // cmds_ and relays
+  std::unordered_map<uint64_t, Relay*> relays;
+
+  void Add(Relay* r);
+  void Abort(uint64_t id);
+  void AbortChannel(Channel* ch);
+
+ private:
+  void PostLocked(const Cmd& c);
+  void Run();
+  void RunCommands();
+  void OnEvent(Side* s, uint32_t events);
+  void Pump(Relay* r);
+  int Step(Relay* r, int d, int* budget);
+  void Fail(Relay* r, int end);
+  void Close(Relay* r, int end);
+
+  int index_;
+  int ep_ = -1;
+  int wake_ = -1;
+  std::vector<Cmd> cmds_;
+  std::vector<Relay*> again_;
+  std::vector<Relay*> dead_;
+};
+
+struct Engine {
+  std::mutex mu;  // loops
+  Loop* loops[kMaxLoops] = {};
+  int nloops = 1;
+  std::atomic<uint64_t> nextId{1};
+  PipePool pool;
+  Stats stats;
+
+  Engine() {
+    const char* t = getenv("NETPOLD_SPLICE_THREADS");
+    if (t != nullptr) {
+      int n = atoi(t);
+      if (n >= 1 && n <= kMaxLoops) nloops = n;
+    }
+    const char* p = getenv("NETPOLD_SPLICE_PIPE_BYTES");
+    if (p != nullptr) {
+      long n = atol(p);
+      if (n >= 4096 && n <= (64L << 20)) pool.bulkSize = static_cast<int>(n);
+    }
+  }
+
+  // The loop of a relay id, started if needed; nullptr with *err set if it cannot start.
+  Loop* LoopFor(uint64_t id, int* err) {
+    int i = static_cast<int>(id % static_cast<uint64_t>(nloops));
+    std::lock_guard<std::mutex> lock(mu);
+    if (loops[i] == nullptr) {
+      auto* l = new Loop(i);
+      if (!l->Start(err)) {
+        delete l;
+        return nullptr;
+      }
+      loops[i] = l;
+    }
+    return loops[i];
+  }
+
+  // Loops already started (never stopped, so the pointers stay valid).
+  std::vector<Loop*> Started() {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<Loop*> out;
+    for (int i = 0; i < nloops; i++)
+      if (loops[i] != nullptr) out.push_back(loops[i]);
+    return out;
+  }
+};
+
+// Never destroyed: the loop threads outlive static destruction at process exit.
+Engine& TheEngine() {
+  static Engine* e = new Engine();
+  return *e;
+}
+
+inline void Count(Relay* r, uint64_t n = 1) {
+  r->syscalls += n;
+  TheEngine().stats.syscalls.fetch_add(n, std::memory_order_relaxed);
+}
+
+// A pipe for one direction: from the pool, else a new non-blocking one.
+bool TakePipe(Relay* r, Pipe* out, Failure* f) {
+  Engine& e = TheEngine();
+  {
+    std::lock_guard<std::mutex> lock(e.pool.mu);
+    if (!e.pool.free.empty()) {
+      *out = e.pool.free.back();
+      e.pool.free.pop_back();
+      e.stats.pipesReused.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+  }
+  int fds[2];
+  Count(r);
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    *f = Failure{errno, "pipe2", ""};
+    return false;
+  }
+  Pipe p{fds[0], fds[1], 0};
+  // Read back, not assumed: past fs.pipe-user-pages-soft an unprivileged user's new pipes get
+  // 2 pages only (root with CAP_SYS_RESOURCE is exempt).
+  Count(r);
+  int cap = fcntl(p.w, F_GETPIPE_SZ);
+  p.cap = cap > 0 ? static_cast<size_t>(cap) : 65536;
+  e.stats.pipesCreated.fetch_add(1, std::memory_order_relaxed);
+  *out = p;
+  return true;
+}
+
+// Returns an EMPTY pipe to the pool, or closes it (full pool, or bytes still in it).
+void GivePipe(Relay* r, Pipe* p, bool empty) {
+  if (p->r < 0) return;
+  Engine& e = TheEngine();
+  if (empty) {
+    std::lock_guard<std::mutex> lock(e.pool.mu);
+    if (e.pool.free.size() < kPoolMax) {
+      e.pool.free.push_back(*p);
+      *p = Pipe{};
+      return;
+    }
+  }
+  Count(r, 2);
+  close(p->r);
+  close(p->w);
+  *p = Pipe{};
+}
+
+// ---- completion -----------------------------------------------------------------------------
+
+void Deliver(Relay* r, int end) {
+  auto* c = new Completion{r->id, end, r->dir[0].bytes.load(std::memory_order_relaxed),
+                           r->dir[1].bytes.load(std::memory_order_relaxed), r->syscalls};
+  Channel* ch = r->channel.get();
+  std::lock_guard<std::mutex> lock(ch->mu);
+  if (ch->closed || ch->tsfn == nullptr ||
+      napi_call_threadsafe_function(ch->tsfn, c, napi_tsfn_nonblocking) != napi_ok) {
+    delete c;
+  }
+}
+
+// ---- the loop ------------------------------------------------------------------------------
+
+bool Loop::Start(int* err) {
+  ep_ = epoll_create1(EPOLL_CLOEXEC);
+  if (ep_ < 0) {
+    *err = errno;
+    return false;
+  }
+  wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_ < 0) {
+    *err = errno;
+    close(ep_);
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // the wakeup fd; relay sockets carry their Side*
+  if (epoll_ctl(ep_, EPOLL_CTL_ADD, wake_, &ev) != 0) {
+    *err = errno;
+    close(wake_);
+    close(ep_);
+    return false;
+  }
+  try {
+    std::thread([this] { Run(); }).detach();
+  } catch (const std::system_error& e) {
+    *err = e.code().value() != 0 ? e.code().value() : EAGAIN;
+    close(wake_);
+    close(ep_);
+    return false;
+  }
+  TheEngine().stats.syscalls.fetch_add(3, std::memory_order_relaxed);
+  return true;
+}
+
+void Loop::PostLocked(const Cmd& c) {
+  bool wasEmpty = cmds_.empty();
+  cmds_.push_back(c);
+  if (wasEmpty) {  // the loop drains every command per wakeup: one write per batch
+    uint64_t one = 1;
+    ssize_t n = write(wake_, &one, sizeof one);
+    (void)n;  // EAGAIN only if the counter is saturated: a wakeup is pending anyway
+    TheEngine().stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Loop::Add(Relay* r) {
+  std::lock_guard<std::mutex> lock(mu);
+  relays.emplace(r->id, r);
+  PostLocked(Cmd{kAdd, r, r->id, nullptr});
+}
+
+void Loop::Abort(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = relays.find(id);
+  if (it == relays.end()) return;  // ended already; its completion is on its way
+  // SO_LINGER {1, 0} on both sockets now, from the caller's thread: the RSTs are then certain
+  // even if the process exits before the loop gets to the command (exit closes every fd). The
+  // fds are still open: Close() takes the relay out of the map (under mu) before closing them.
+  linger lg{1, 0};
+  for (Side& s : it->second->side) setsockopt(s.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  TheEngine().stats.syscalls.fetch_add(2, std::memory_order_relaxed);
+  PostLocked(Cmd{kAbort, nullptr, id, nullptr});
+}
+
+void Loop::AbortChannel(Channel* ch) {
+  std::lock_guard<std::mutex> lock(mu);
+  PostLocked(Cmd{kAbortChannel, nullptr, 0, ch});
+}
+
+void Loop::Run() {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  std::string name = "netpold-splice" + std::to_string(index_);
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  Stats& stats = TheEngine().stats;
+  epoll_event evs[kMaxEvents];
+  std::vector<Relay*> batch;
+  for (;;) {
+    int n = epoll_wait(ep_, evs, kMaxEvents, again_.empty() ? -1 : 0);
+    stats.wakeups.fetch_add(1, std::memory_order_relaxed);
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    if (n < 0) n = 0;  // EINTR (signals are blocked here, so in practice never)
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.ptr == nullptr) {
+        uint64_t v;
+        ssize_t rd = read(wake_, &v, sizeof v);
+        (void)rd;
+        stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+        RunCommands();
+        continue;
+      }
+      auto* s = static_cast<Side*>(evs[i].data.ptr);
+      if (!s->relay->finished) OnEvent(s, evs[i].events);
+    }
+    // Relays that used up their budget last turn, after everyone else had a turn.
+    batch.swap(again_);
+    for (Relay* r : batch) {
+      r->queued = false;
+      if (!r->finished) Pump(r);
+    }
+    batch.clear();
+    // Freed only now: a later event of the same batch may still name a relay that ended.
+    for (Relay* r : dead_) delete r;
+    dead_.clear();
+  }
+}
+
+void Loop::RunCommands() {
+  std::vector<Cmd> cmds;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    cmds.swap(cmds_);
+  }
+  for (const Cmd& c : cmds) {
+    if (c.kind == kAdd) {
+      Relay* r = c.relay;
+      bool ok = true;
+      for (Side& s : r->side) {
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+        ev.data.ptr = &s;
+        Count(r);
+        if (epoll_ctl(ep_, EPOLL_CTL_ADD, s.fd, &ev) != 0) {
+          ok = false;
+          break;
+        }
+        s.registered = true;
+      }
+      // An fd that is already readable or writable gets its first event from ADD itself.
+      if (!ok) Fail(r, kEndAborted);
+    } else if (c.kind == kAbort) {
+      Relay* r = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = relays.find(c.id);
+        if (it != relays.end()) r = it->second;
+      }
+      if (r != nullptr && !r->finished) Fail(r, kEndAborted);
+    } else {
+      std::vector<Relay*> mine;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        for (auto& kv : relays)
+          if (kv.second->channel.get() == c.channel) mine.push_back(kv.second);
+      }
+      for (Relay* r : mine)
+        if (!r->finished) Fail(r, kEndAborted);
+    }
+  }
+}
+
+void Loop::OnEvent(Side* s, uint32_t events) {
+  Relay* r = s->relay;
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->readable = true;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s->writable = true;
+  // Bytes that arrived before an RST are still relayed (as Node reads them before the error).
+  Pump(r);
+  if (r->finished || (events & EPOLLERR) == 0) return;
+  // A pending socket error (an RST: ECONNRESET, or EPIPE after its FIN; ETIMEDOUT...) that the
+  // pump did not trip over: that direction may be idle, blocked by the other side's
+  // backpressure, or past its EOF (a reset after a FIN reads as 0, not as the error).
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  Count(r);
+  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) soerr = errno;
+  if (soerr != 0) Fail(r, s == &r->side[0] ? kEndResetClient : kEndResetUpstream);
+}
+
+void Loop::Pump(Relay* r) {
+  int budget = kPumpBudget;
+  for (;;) {
+    int a = Step(r, 0, &budget);
+    if (a < 0) return;
+    int b = Step(r, 1, &budget);
+    if (b < 0) return;
+    if (r->dir[0].shut && r->dir[1].shut) {
+      Close(r, kEndDone);
+      return;
+    }
+    if (a == 0 && b == 0) return;  // waiting for an event
+    if (budget <= 0) {
+      if (!r->queued) {
+        r->queued = true;
+        again_.push_back(r);
+      }
+      return;
+    }
+  }
+}
+
+// One round of direction d: out of the pipe into the destination, then from the source into
+// the pipe, then the FIN once the source ended and the pipe is empty. 1 if anything changed,
+// 0 if not, -1 if the relay failed (and is closed).
+int Loop::Step(Relay* r, int d, int* budget) {
+  Dir& dir = r->dir[d];
+  Side& src = r->side[d];
+  Side& dst = r->side[1 - d];
+  const int srcFailed = d == 0 ? kEndResetClient : kEndResetUpstream;
+  const int dstFailed = d == 0 ? kEndResetUpstream : kEndResetClient;
+  Stats& stats = TheEngine().stats;
+  bool changed = false;
+  if (dir.inPipe > 0 && dst.writable) {
+    Count(r);
+    stats.spliceCalls.fetch_add(1, std::memory_order_relaxed);
+    (*budget)--;
+    ssize_t n = ::splice(dir.pipe.r, nullptr, dst.fd, nullptr, dir.inPipe, kSpliceFlags);
+    if (n > 0) {
+      dir.inPipe -= static_cast<size_t>(n);
+      dir.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      (d == 0 ? stats.bytesToServer : stats.bytesToClient).fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      changed = true;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      dst.writable = false;  // the socket's send buffer is full: wait for EPOLLOUT
+    } else if (n < 0 && errno == EINTR) {
+      changed = true;
+    } else {
+      Fail(r, dstFailed);  // EPIPE, ECONNRESET...: the destination is gone
+      return -1;
+    }
+  }
+  if (!dir.eof && src.readable && dir.inPipe < dir.pipe.cap) {
+    Count(r);
+    stats.spliceCalls.fetch_add(1, std::memory_order_relaxed);
+    (*budget)--;
+    ssize_t n = ::splice(src.fd, nullptr, dir.pipe.w, nullptr, dir.pipe.cap - dir.inPipe, kSpliceFlags);
+    if (n > 0) {
+      dir.inPipe += static_cast<size_t>(n);
+      changed = true;
+      if (dir.inPipe == dir.pipe.cap && !dir.grown) {
+        // A full pipe: a bulk direction. Grow it once (best effort: EPERM past the user's
+        // pipe quota, then the pipe stays as it is); a pooled pipe may be grown already.
+        dir.grown = true;
+        int bulk = TheEngine().pool.bulkSize;
+        if (dir.pipe.cap < static_cast<size_t>(bulk)) {
+          Count(r);
+          int cap = fcntl(dir.pipe.w, F_SETPIPE_SZ, bulk);
+          if (cap > 0) dir.pipe.cap = static_cast<size_t>(cap);
+        }
+      }
+    } else if (n == 0) {
+      dir.eof = true;  // the source's FIN, after all its bytes
+      changed = true;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      // With an empty pipe this means the socket has nothing: wait for EPOLLIN. With bytes in
+      // the pipe it may instead mean the pipe ran out of slots (a pipe holds a fixed number of
+      // buffers, however small): keep the flag and try again once the pipe has drained.
+      if (dir.inPipe == 0) src.readable = false;
+    } else if (errno == EINTR) {
+      changed = true;
+    } else {
+      Fail(r, srcFailed);
+      return -1;
+    }
+  }
+  if (dir.eof && dir.inPipe == 0 && !dir.shut) {
+    Count(r);
+    if (shutdown(dst.fd, SHUT_WR) != 0) {
+      Fail(r, dstFailed);
+      return -1;
+    }
+    dir.shut = true;  // the other direction goes on
+    changed = true;
+  }
+  return changed ? 1 : 0;
+}
+
+// The relay failed (end says which side) or was aborted: RST to the other side (both, when
+// aborted), then close. See "Resets" above for when the RST actually leaves.
+void Loop::Fail(Relay* r, int end) {
+  linger lg{1, 0};
+  for (int i = 0; i < 2; i++) {
+    bool reset = end == kEndAborted || (end == kEndResetClient && i == 1) || (end == kEndResetUpstream && i == 0);
+    if (!reset) continue;
+    Count(r);
+    setsockopt(r->side[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  Close(r, end);
+}
+
+void Loop::Close(Relay* r, int end) {
+  r->finished = true;
+  {
+    // Out of the map BEFORE its fds close: whoever finds the relay under mu (spliceAbort,
+    // spliceProgress) may use its fds until then.
+    std::lock_guard<std::mutex> lock(mu);
+    relays.erase(r->id);
+  }
+  for (Side& s : r->side) {
+    // An exclusive fd leaves the epoll set by itself when closed; a dup does not (see above).
+    if (s.registered && !s.exclusive) {
+      Count(r);
+      epoll_ctl(ep_, EPOLL_CTL_DEL, s.fd, nullptr);
+    }
+    Count(r);
+    close(s.fd);
+    s.fd = -1;
+  }
+  for (Dir& d : r->dir) GivePipe(r, &d.pipe, d.inPipe == 0);
+  Stats& stats = TheEngine().stats;
+  stats.active.fetch_sub(1, std::memory_order_relaxed);
+  stats.completed.fetch_add(1, std::memory_order_relaxed);
+  if (end == kEndResetClient) stats.resetClient.fetch_add(1, std::memory_order_relaxed);
+  if (end == kEndResetUpstream) stats.resetUpstream.fetch_add(1, std::memory_order_relaxed);
+  if (end == kEndAborted) stats.aborted.fetch_add(1, std::memory_order_relaxed);
+  Deliver(r, end);
+  dead_.push_back(r);
+}
+
+// ---- the JS side ----------------------------------------------------------------------------
+
+void CallJs(napi_env env, napi_value /*js_cb*/, void* context, void* data) {
+  std::unique_ptr<Completion> c(static_cast<Completion*>(data));
+  if (env == nullptr) return;  // the function is being torn down: just free the data
+  auto* ad = static_cast<AddonData*>(context);
+  if (ad->tearingDown) return;
+  auto it = ad->spliceWaiters.find(c->id);
+  if (it == ad->spliceWaiters.end()) return;
+  Napi::FunctionReference cb = std::move(it->second);
+  ad->spliceWaiters.erase(it);
+  if (ad->spliceWaiters.empty() && ad->spliceChannel && ad->spliceChannel->tsfn != nullptr) {
+    napi_unref_threadsafe_function(env, ad->spliceChannel->tsfn);  // idle: let the process exit
+  }
+  FromLoop(env, [&] {
+    Napi::Env e(env);
+    const char* name = EndName(c->end);
+    Napi::Value end = name != nullptr ? Napi::String::New(e, name).As<Napi::Value>() : e.Null();
+    cb.MakeCallback(e.Global(),
+                    {end, Napi::Number::New(e, static_cast<double>(c->toServer)),
+                     Napi::Number::New(e, static_cast<double>(c->toClient)),
+                     Napi::Number::New(e, static_cast<double>(c->syscalls))},
+                    *ad->spliceContext);
+  });
+}
+
+// Called by Node when it destroys the threadsafe function (environment teardown).
+void FinalizeChannel(napi_env /*env*/, void* finalizeData, void* /*hint*/) {
+  auto* holder = static_cast<std::shared_ptr<Channel>*>(finalizeData);
+  {
+    std::lock_guard<std::mutex> lock((*holder)->mu);
+    (*holder)->closed = true;
+    (*holder)->tsfn = nullptr;
+  }
+  delete holder;
+}
+
+void EnsureChannel(Napi::Env env, AddonData* data) {
+  if (data->spliceChannel) return;
+  auto ch = std::make_shared<Channel>();
+  napi_value name;
+  napi_create_string_utf8(env, "netpold:spliceRelay", NAPI_AUTO_LENGTH, &name);
+  auto* holder = new std::shared_ptr<Channel>(ch);
+  napi_threadsafe_function tsfn = nullptr;
+  napi_status st = napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, holder, FinalizeChannel,
+                                                   data, CallJs, &tsfn);
+  if (st != napi_ok) {
+    delete holder;
+    throw Napi::Error::New(env, "spliceRelay: napi_create_threadsafe_function failed");
+  }
+  napi_unref_threadsafe_function(env, tsfn);  // referenced only while relays are live
+  ch->tsfn = tsfn;
+  data->spliceChannel = ch;
+  data->spliceContext = new Napi::AsyncContext(env, "netpold:spliceRelay");
+}
+
+Napi::Value SpliceRelay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "spliceRelay";
+  if (info.Length() < 4) ThrowTypeError(env, call + ": expected (clientFd, upstreamFd, flags, onDone)");
+  int fdIn[2] = {static_cast<int>(ArgInt(env, info[0], call, "clientFd", 0, INT_MAX)),
+                 static_cast<int>(ArgInt(env, info[1], call, "upstreamFd", 0, INT_MAX))};
+  int flags = static_cast<int>(ArgInt(env, info[2], call, "flags", 0, 3));
+  Napi::Function onDone = ArgFunction(env, info[3], call, "onDone");
+  if (fdIn[0] == fdIn[1]) ThrowTypeError(env, call + ": clientFd and upstreamFd must differ");
+  auto* data = env.GetInstanceData<AddonData>();
+  EnsureChannel(env, data);
+  Engine& eng = TheEngine();
+  uint64_t id = eng.nextId.fetch_add(1, std::memory_order_relaxed);
+  int loopErr = 0;
+  Loop* loop = eng.LoopFor(id, &loopErr);
+  if (loop == nullptr) {
+    eng.stats.startFailures.fetch_add(1, std::memory_order_relaxed);
+    throw SysError(env, loopErr, call, "epoll_create1", "", "starting the splice loop");
+  }
+
+  auto r = std::make_unique<Relay>();
+  r->id = id;
+  r->channel = data->spliceChannel;
+  bool own[2] = {(flags & kOwnClient) != 0, (flags & kOwnUpstream) != 0};
+  Failure f;
+  for (int i = 0; i < 2 && !f; i++) {
+    Side& s = r->side[i];
+    s.relay = r.get();
+    s.exclusive = own[i];
+    if (own[i]) {
+      s.fd = fdIn[i];
+    } else {
+      Count(r.get());
+      s.fd = fcntl(fdIn[i], F_DUPFD_CLOEXEC, 0);
+      if (s.fd < 0) f = Failure{errno, "fcntl", "F_DUPFD_CLOEXEC"};
+    }
+  }
+  // Non-blocking on the open socket (shared with the caller's fd: Node's are non-blocking
+  // already, and so are tcpConnect's). splice() needs it on the socket side, SPLICE_F_NONBLOCK
+  // covers only the pipe side.
+  for (int i = 0; i < 2 && !f; i++) {
+    int one = 1;
+    Count(r.get());
+    if (ioctl(r->side[i].fd, FIONBIO, &one) != 0) f = Failure{errno, "ioctl", "FIONBIO"};
+  }
+  for (int d = 0; d < 2 && !f; d++) TakePipe(r.get(), &r->dir[d].pipe, &f);
+  if (f) {
+    // Nothing passes to the engine: close what this call opened, never the caller's fds.
+    for (int i = 0; i < 2; i++)
+      if (!own[i] && r->side[i].fd >= 0) close(r->side[i].fd);
+    for (Dir& d : r->dir) GivePipe(r.get(), &d.pipe, true);
+    eng.stats.startFailures.fetch_add(1, std::memory_order_relaxed);
+    throw SysError(env, f.err, call, f.syscall, f.detail);
+  }
+  eng.stats.started.fetch_add(1, std::memory_order_relaxed);
+  eng.stats.active.fetch_add(1, std::memory_order_relaxed);
+  // The completion cannot overtake this: it is delivered on this thread, after we return.
+  data->spliceWaiters.emplace(id, Napi::Persistent(onDone));
+  if (data->spliceWaiters.size() == 1) napi_ref_threadsafe_function(env, data->spliceChannel->tsfn);
+  loop->Add(r.release());
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+Napi::Value SpliceAbort(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "spliceAbort";
+  if (info.Length() < 1) ThrowTypeError(env, call + ": expected (id)");
+  auto id = static_cast<uint64_t>(ArgInt(env, info[0], call, "id", 1, (1LL << 53)));
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data->spliceWaiters.find(id) == data->spliceWaiters.end()) return Napi::Boolean::New(env, false);
+  int err = 0;
+  Loop* loop = TheEngine().LoopFor(id, &err);  // started already: it runs this relay
+  if (loop == nullptr) return Napi::Boolean::New(env, false);
+  loop->Abort(id);
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value SpliceProgress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  std::vector<double> out;
+  if (data->spliceChannel && !data->spliceWaiters.empty()) {
+    Channel* mine = data->spliceChannel.get();
+    for (Loop* l : TheEngine().Started()) {
+      std::lock_guard<std::mutex> lock(l->mu);
+      for (auto& kv : l->relays) {
+        Relay* r = kv.second;
+        if (r->channel.get() != mine) continue;
+        uint64_t a = r->dir[0].bytes.load(std::memory_order_relaxed);
+        uint64_t b = r->dir[1].bytes.load(std::memory_order_relaxed);
+        if (a == r->dir[0].reported && b == r->dir[1].reported) continue;
+        r->dir[0].reported = a;
+        r->dir[1].reported = b;
+        out.push_back(static_cast<double>(r->id));
+        out.push_back(static_cast<double>(a));
+        out.push_back(static_cast<double>(b));
+      }
+    }
+  }
+  Napi::Float64Array arr = Napi::Float64Array::New(env, out.size());
+  if (!out.empty()) memcpy(arr.Data(), out.data(), out.size() * sizeof(double));
+  return arr;
+}
+
+Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Engine& e = TheEngine();
+  Stats& s = e.stats;
+  Napi::Object o = Napi::Object::New(env);
+  auto put = [&](const char* k, const std::atomic<uint64_t>& v) {
+    o.Set(k, Napi::Number::New(env, static_cast<double>(v.load(std::memory_order_relaxed))));
+  };
+  put("started", s.started);
+  put("active", s.active);
+  put("completed", s.completed);
+  put("resetClient", s.resetClient);
+  put("resetUpstream", s.resetUpstream);
+  put("aborted", s.aborted);
+  put("bytesToServer", s.bytesToServer);
+  put("bytesToClient", s.bytesToClient);
+  put("spliceCalls", s.spliceCalls);
+  put("syscalls", s.syscalls);
+  put("wakeups", s.wakeups);
+  put("pipesCreated", s.pipesCreated);
+  put("pipesReused", s.pipesReused);
+  put("startFailures", s.startFailures);
+  size_t pooled;
+  {
+    std::lock_guard<std::mutex> lock(e.pool.mu);
+    pooled = e.pool.free.size();
+  }
+  o.Set("pipesPooled", Napi::Number::New(env, static_cast<double>(pooled)));
+  o.Set("threads", Napi::Number::New(env, static_cast<double>(e.Started().size())));
+  return o;
+}
+
+Napi::Value TcpClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "tcpClose";
+  if (info.Length() < 2) ThrowTypeError(env, call + ": expected (fd, reset)");
+  int fd = static_cast<int>(ArgInt(env, info[0], call, "fd", 0, INT_MAX));
+  bool reset = ArgBool(env, info[1], call, "reset", false);
+  if (reset) {
+    linger lg{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);  // not a socket: close anyway
+  }
+  if (close(fd) != 0 && errno == EBADF) throw SysError(env, EBADF, call, "close", "");
+  return env.Undefined();
+}
+
+// Environment teardown: no more completions into this environment; its relays are aborted.
+void Teardown(AddonData* data) {
+  if (!data->spliceChannel) return;
+  std::shared_ptr<Channel> ch = data->spliceChannel;
+  {
+    std::lock_guard<std::mutex> lock(ch->mu);
+    ch->closed = true;  // Node closes the threadsafe function itself
+  }
+  for (Loop* l : TheEngine().Started()) l->AbortChannel(ch.get());
+  for (auto& kv : data->spliceWaiters) kv.second.Reset();
+  data->spliceWaiters.clear();
+  data->spliceContext = nullptr;  // leaked on purpose: no async_destroy during teardown
+}
+
+}  // namespace splice
+
+// ---------------------------------------------------------------------------------------------
 // Teardown of the environment (worker exit, process exit): close what is still open, call no JS.
 
 void Teardown(void* arg) {
@@ -803,6 +1674,7 @@ void Teardown(void* arg) {
   data->connects.clear();
   for (UdpSocket* s : data->udps) s->CloseNow();
   data->udps.clear();
+  splice::Teardown(data);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -813,6 +1685,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpListen", Napi::Function::New(env, TcpListen, "tcpListen"));
   exports.Set("tcpConnect", Napi::Function::New(env, TcpConnect, "tcpConnect"));
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
+  exports.Set("spliceRelay", Napi::Function::New(env, splice::SpliceRelay, "spliceRelay"));
+  exports.Set("spliceAbort", Napi::Function::New(env, splice::SpliceAbort, "spliceAbort"));
+  exports.Set("spliceProgress", Napi::Function::New(env, splice::SpliceProgress, "spliceProgress"));
+  exports.Set("spliceStats", Napi::Function::New(env, splice::SpliceStats, "spliceStats"));
+  exports.Set("tcpClose", Napi::Function::New(env, splice::TcpClose, "tcpClose"));
   return exports;
 }
 

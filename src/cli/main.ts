@@ -1,11 +1,13 @@
 // The composition root of the `netpold` command: parses arguments and dispatches. No command
 // ever ends with a stack trace: input problems exit 2 with coded messages, internal faults 3.
 import { Command, CommanderError, Option } from 'commander';
+import { debugEnabled } from '../config/env.js';
 import { NetpoldError } from '../errors.js';
 import { runCheck } from './check.js';
 import { runCompile } from './compile-cmd.js';
 import { registerAgent } from './agent.js';
 import { runDemo } from './demo.js';
+import { registerExplain } from './explain.js';
 import { runMatrix } from './matrix.js';
 import { registerLab } from './lab.js';
 import { EXIT_INPUT, type Io } from './common.js';
@@ -63,6 +65,7 @@ function build(io: Io, setResult: (code: number) => void): Command {
     .option('--no-live', 'skip the live part (lab + agent), even as root')
     .action(async (o) => setResult(await runDemo(io, o)));
 
+  registerExplain(program, io, setResult);
   registerLab(program, io, setResult);
   registerAgent(program, io, setResult);
 
@@ -83,7 +86,7 @@ export async function run(argv: string[], io: Io = stdio): Promise<number> {
       return EXIT_INPUT;
     }
     io.err(`internal error: ${e instanceof Error ? e.message : String(e)} (set NETPOLD_DEBUG=1 for a stack trace)`);
-    if (process.env.NETPOLD_DEBUG) io.err(e instanceof Error ? (e.stack ?? '') : '');
+    if (debugEnabled()) io.err(e instanceof Error ? (e.stack ?? '') : '');
     return EXIT_INTERNAL;
   }
 }

@@ -2,12 +2,21 @@
 // against the current snapshot. Policy is swapped in with setSnapshot(); live flows are then
 // re-evaluated and those no longer allowed are closed (unless `existingFlows` is 'keep').
 // Until a first snapshot is set, every flow is refused: the agent fails closed.
+//
+// Observability stays off the hot path: the counters below are plain numbers and typed arrays
+// that the metrics module reads when scraped; each first-packet decision is timed for the
+// latency histogram, and handed to the flow log (which only queues it, bounded).
+//
+// Audit mode (`mode: 'audit'`, or pods of namespaces in audit mode, see src/policy/audit.ts):
+// a flow the policies deny is let through like an allowed one, counted and flow-logged as an
+// audited denial.
 import type { Socket } from 'node:net';
 import { FlowTable, type FlowEntry } from '../conntrack/flow-table.js';
+import type { FlowRecorder } from '../flowlog/flow-log.js';
 import type { Logger } from '../log.js';
 import { formatAddr, parseAddrInto, PROTO_TCP, PROTO_UDP, protocolName } from '../policy/addr.js';
+import { auditLifts, auditMask } from '../policy/audit.js';
 import { Decision, FlowKey, decide } from '../policy/decide.js';
-import { reportDecision } from '../policy/explain.js';
 import type { PolicySnapshot } from '../policy/snapshot.js';
 import type { IpFamily, NativeSockets, TcpFlow, TransparentTcpListener, UdpHandle } from './native.js';
 import { relayTcp } from './tcp-relay.js';
@@ -22,11 +31,34 @@ export interface DataplaneConfig {
   readonly connectTimeoutMs: number;
   /** Which families to listen on (a host without IPv6 can leave out 6). */
   readonly families: readonly IpFamily[];
+  /** `audit`: every flow is decided and logged, and let through (default `enforce`). */
+  readonly mode?: 'enforce' | 'audit';
 }
 
+/** Optional collaborators: the decision-latency observer and the flow log. */
+export interface DataplaneHooks {
+  /** Called with the duration of each first-packet decision, in seconds. */
+  readonly observeDecision?: (seconds: number) => void;
+  readonly flowLog?: FlowRecorder;
+}
+
+/** Flow verdicts as the data plane enforced them: index into DataplaneCounters.flows. */
+export const FLOW_VERDICTS = ['allow', 'deny', 'audit'] as const;
+/** Protocols the data plane relays: index into DataplaneCounters.flows. */
+export const FLOW_PROTOCOLS = ['TCP', 'UDP'] as const;
+
 export interface DataplaneCounters {
+  /** First-packet decisions by the policies' verdict (an audited flow counts as deny). */
   decisions: { allow: number; deny: number };
+  /** The same decisions by side status: index egress * 6 + ingress (Side values). */
+  readonly bySides: Float64Array;
+  /** Decided flows by protocol and enforced verdict: index protocol * 3 + verdict (FLOW_PROTOCOLS, FLOW_VERDICTS). */
+  readonly flows: Float64Array;
+  /** Denied flows let through by audit mode. */
+  audited: number;
   refusedNotReady: number;
+  /** New flows refused while draining at shutdown. */
+  refusedDraining: number;
   refusedTableFull: number;
   closedByPolicyChange: number;
   upstreamErrors: number;
@@ -50,7 +82,11 @@ export class Dataplane {
   readonly table: FlowTable;
   readonly counters: DataplaneCounters = {
     decisions: { allow: 0, deny: 0 },
+    bySides: new Float64Array(36),
+    flows: new Float64Array(6),
+    audited: 0,
     refusedNotReady: 0,
+    refusedDraining: 0,
     refusedTableFull: 0,
     closedByPolicyChange: 0,
     upstreamErrors: 0,
@@ -65,6 +101,14 @@ export class Dataplane {
   private readonly replySockets = new Map<string, ReplySocket>();
   private sweeper: NodeJS.Timeout | undefined;
   private stopping = false;
+  private draining = false;
+  /** TCP flows being relayed (allowed, not yet closed). */
+  private liveTcp = 0;
+  private drained: (() => void) | undefined;
+  /** Per pod of the snapshot, 1 when its namespace is in audit mode (null: none). */
+  private auditPods: Uint8Array | null = null;
+  /** Live flows let through by audit mode (metrics: active flows by verdict). */
+  private readonly auditedFlows = new WeakSet<FlowEntry>();
   // Scratch reused by every decision: the hot path allocates no key or result per packet.
   private readonly key = new FlowKey();
   private readonly decision = new Decision();
@@ -73,8 +117,28 @@ export class Dataplane {
     private readonly native: NativeSockets,
     private readonly log: Logger,
     private readonly config: DataplaneConfig,
+    private readonly hooks: DataplaneHooks = {},
   ) {
     this.table = new FlowTable(config.flowTableSize, config.udpIdleMs);
+  }
+
+  get mode(): 'enforce' | 'audit' {
+    return this.config.mode ?? 'enforce';
+  }
+
+  /** The snapshot enforced (undefined before the first). */
+  get current(): PolicySnapshot | undefined {
+    return this.snapshot;
+  }
+
+  /** Whether a live flow was let through by audit mode. */
+  isAudited(e: FlowEntry): boolean {
+    return this.auditedFlows.has(e);
+  }
+
+  /** Whether audit mode lets this denied decision through under the current snapshot. */
+  auditApplies(d: Decision): boolean {
+    return !d.allowed && (this.config.mode === 'audit' || auditLifts(this.auditPods, d));
   }
 
   get ready(): boolean {
@@ -106,17 +170,26 @@ export class Dataplane {
     this.sweeper.unref();
   }
 
-  /** Swaps in a new snapshot and re-evaluates live flows under it. */
-  setSnapshot(snap: PolicySnapshot): void {
+  /**
+   * Swaps in a new snapshot and re-evaluates live flows under it. `auditNamespaces`: the
+   * namespaces in audit mode (their pods' would-be denials are let through).
+   */
+  setSnapshot(snap: PolicySnapshot, options: { readonly auditNamespaces?: ReadonlySet<string> } = {}): void {
     this.snapshot = snap;
+    this.auditPods = auditMask(snap, options.auditNamespaces ?? new Set());
     if (this.config.existingFlows === 'keep') return;
     let closed = 0;
     for (const e of this.table.all()) {
       if (e.state === 'closed') continue;
       decide(snap, e.toKey(this.key), this.decision);
-      if (this.decision.allowed) {
+      const audited = this.auditApplies(this.decision);
+      if (this.decision.allowed || audited) {
         if (e.state === 'denied') this.dropFlow(e); // the next datagram is decided afresh
-        else e.revision = snap.revision;
+        else {
+          e.revision = snap.revision;
+          if (audited) this.auditedFlows.add(e);
+          else this.auditedFlows.delete(e);
+        }
         continue;
       }
       if (e.state === 'denied') continue;
@@ -127,6 +200,37 @@ export class Dataplane {
       e.close('policy change');
     }
     if (closed > 0) this.log.info({ revision: snap.revision, closed }, 'live flows re-evaluated');
+  }
+
+  /**
+   * Shutdown, first step: refuses new flows (reset / dropped, counted) and lets live TCP flows
+   * finish, for at most `graceMs`. Resolves when no TCP flow is left or the time is up (or at
+   * once with `abort`); stop() then closes what is left. UDP flows, which end only by idling,
+   * keep relaying meanwhile and are closed by stop().
+   */
+  async drain(graceMs: number, abort?: Promise<void>): Promise<{ finished: boolean; left: number }> {
+    this.draining = true;
+    if (this.liveTcp > 0 && graceMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.drained = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+        ...(abort ? [abort] : []),
+      ]);
+      clearTimeout(timer);
+      this.drained = undefined;
+    }
+    return { finished: this.liveTcp === 0, left: this.liveTcp };
+  }
+
+  /** True from drain() on. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** TCP flows being relayed. */
+  get liveTcpFlows(): number {
+    return this.liveTcp;
   }
 
   /** Stops accepting, closes every flow (reset), closes the listeners. */
@@ -153,8 +257,9 @@ export class Dataplane {
       return;
     }
     const snap = this.snapshot;
-    if (!snap || this.stopping) {
-      this.counters.refusedNotReady++;
+    if (!snap || this.stopping || this.draining) {
+      if (this.draining && !this.stopping) this.counters.refusedDraining++;
+      else this.counters.refusedNotReady++;
       socket.resetAndDestroy();
       return;
     }
@@ -166,19 +271,14 @@ export class Dataplane {
       socket.resetAndDestroy();
       return;
     }
-    const d = decide(snap, key, this.decision);
-    e.revision = snap.revision;
-    if (!d.allowed) {
-      this.counters.decisions.deny++;
-      e.state = 'denied';
-      this.log.info(this.decisionFields(e, snap, d), 'flow denied');
+    this.decideFirst(snap, key, e, 0);
+    if (e.state === 'denied') {
       this.table.remove(e);
       // TPROXY completed the handshake already: the client sees a reset right after connecting.
       socket.resetAndDestroy();
       return;
     }
-    this.counters.decisions.allow++;
-    e.state = 'allowed';
+    this.liveTcp++;
     void relayTcp(
       socket,
       e,
@@ -193,9 +293,45 @@ export class Dataplane {
           this.counters.upstreamErrors++;
           this.log.debug({ ...this.flowFields(e, snap), code }, 'upstream connect failed');
         },
-        closed: () => this.table.remove(e),
+        closed: () => {
+          this.table.remove(e);
+          if (--this.liveTcp === 0) this.drained?.();
+        },
       },
     );
+  }
+
+  /**
+   * The first packet's decision: timed, counted, flow-logged; sets the entry's state
+   * (`allowed`, also for an audited denial, or `denied`). `proto`: 0 TCP, 1 UDP.
+   */
+  private decideFirst(snap: PolicySnapshot, key: FlowKey, e: FlowEntry, proto: 0 | 1): void {
+    const observe = this.hooks.observeDecision;
+    const t0 = observe ? process.hrtime.bigint() : 0n;
+    const d = decide(snap, key, this.decision);
+    if (observe) observe(Number(process.hrtime.bigint() - t0) / 1e9);
+    e.revision = snap.revision;
+    const c = this.counters;
+    c.bySides[d.egress * 6 + d.ingress]!++;
+    let verdict: 0 | 1 | 2;
+    if (d.allowed) {
+      c.decisions.allow++;
+      verdict = 0;
+      e.state = 'allowed';
+    } else {
+      c.decisions.deny++;
+      if (this.auditApplies(d)) {
+        c.audited++;
+        verdict = 2;
+        e.state = 'allowed';
+        this.auditedFlows.add(e);
+      } else {
+        verdict = 1;
+        e.state = 'denied';
+      }
+    }
+    c.flows[proto * 3 + verdict]!++;
+    this.hooks.flowLog?.record(e, snap, d, verdict === 2);
   }
 
   // --- UDP -------------------------------------------------------------------------------
@@ -207,8 +343,9 @@ export class Dataplane {
     let e = this.table.lookup(key, now);
     if (e === undefined) {
       const snap = this.snapshot;
-      if (!snap || this.stopping) {
-        this.counters.refusedNotReady++;
+      if (!snap || this.stopping || this.draining) {
+        if (this.draining && !this.stopping) this.counters.refusedDraining++;
+        else this.counters.refusedNotReady++;
         return;
       }
       e = this.table.register(key, now);
@@ -217,15 +354,8 @@ export class Dataplane {
         this.log.warn({ capacity: this.table.capacity }, 'flow refused: flow table full (NETPOLD_E_FLOW_TABLE_FULL)');
         return;
       }
-      const d = decide(snap, key, this.decision);
-      e.revision = snap.revision;
-      if (!d.allowed) {
-        this.counters.decisions.deny++;
-        e.state = 'denied';
-        this.log.info(this.decisionFields(e, snap, d), 'flow denied');
-      } else {
-        this.counters.decisions.allow++;
-        e.state = 'allowed';
+      this.decideFirst(snap, key, e, 1);
+      if (e.state === 'allowed') {
         if (!this.openUdpFlow(e, srcAddr, srcPort, dstAddr, dstPort)) {
           this.table.remove(e);
           return;
@@ -330,18 +460,6 @@ export class Dataplane {
       src: `${formatAddr(e.family, e.src)}:${e.srcPort}`,
       dst: `${formatAddr(e.family, e.dst)}:${e.dstPort}`,
       revision: snap?.revision,
-    };
-  }
-
-  private decisionFields(e: FlowEntry, snap: PolicySnapshot, d: Decision): Record<string, unknown> {
-    const r = reportDecision(snap, d);
-    return {
-      ...this.flowFields(e, snap),
-      verdict: r.verdict,
-      egress: r.egress.text,
-      ingress: r.ingress.text,
-      srcPod: r.egress.pod,
-      dstPod: r.ingress.pod,
     };
   }
 }

@@ -23,6 +23,10 @@
 // wildcard address with D's port. Otherwise the datagram is lost, as on a network.
 // Each datagram carries its virtual source and destination in a small header on the loopback
 // wire, so recvOrigDst reports the virtual original destination.
+//
+// The optional kernel byte path of NativeSockets (spliceRelay, connectTransparentTcpFd, ...) is
+// left out on purpose: relayTcpSplice (splice-relay.ts) then falls back to the JS relay, so data
+// plane tests over the fake exercise the same contract either way.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';

@@ -9,9 +9,11 @@
 // - openUdp: a UDP socket reading with recvmsg and IP_RECVORIGDSTADDR (original destination of
 //   each datagram), transparent binds to foreign addresses, SO_MARK and SO_REUSEPORT.
 //
-// Design note: the TCP byte path is plain Node sockets today. A later step moves relaying of
-// established TCP flows into native code (splice(2) between the two fds) without changing
-// callers: keep this API shaped as "give me a connected upstream socket".
+// - spliceRelay (optional member): the byte path of an allowed TCP flow in the kernel: splice(2)
+//   between the two sockets through a pipe per direction, on the addon's own epoll thread; JS is
+//   told when the flow ends (src/dataplane/splice-relay.ts uses it). connectTransparentTcpFd is
+//   connectTransparentTcp without the net.Socket, for that relay. The JS relay
+//   (src/dataplane/tcp-relay.ts) over plain Node sockets stays, and is what the fake supports.
 //
 // Unit tests of data-plane logic use ./native-fake.ts (same interface, over loopback, no root).
 import { existsSync, readFileSync, closeSync } from 'node:fs';
@@ -139,6 +141,64 @@ export interface UdpHandle {
   counters(): UdpCounters;
 }
 
+/**
+ * How a spliced relay ended: null when both directions ended with a FIN (each forwarded after
+ * its bytes), 'reset-client' / 'reset-upstream' when that side failed (RST, EPIPE, timeout...)
+ * and the other side was reset, 'aborted' after abort() (both sides reset).
+ */
+export type SpliceRelayEnd = 'reset-client' | 'reset-upstream' | 'aborted' | null;
+
+/**
+ * Called once per relay, when the engine has let go of both sockets. The byte counts are those
+ * delivered to each destination; `syscalls` is the number of system calls the engine made for
+ * this relay (setup, splices, teardown; not the shared epoll waits). When `end` is not null the
+ * caller must resetAndDestroy() every net.Socket it still holds for the two fds (the RST leaves
+ * only when the last fd of a socket is closed); when it is null, destroy() them.
+ */
+export type SpliceDoneListener = (end: SpliceRelayEnd, bytesToServer: number, bytesToClient: number, syscalls: number) => void;
+
+export interface SpliceRelayOptions {
+  /**
+   * The relay takes the upstream fd itself instead of a dup() of it (a raw fd from
+   * connectTransparentTcpFd: nothing else refers to the socket, so its RST or FIN leaves as soon
+   * as the engine closes it, and one dup and one close are saved). Ownership passes only if
+   * spliceRelay returns; if it throws, the fd is still the caller's.
+   */
+  ownUpstream?: boolean;
+}
+
+export interface SpliceRelayHandle {
+  /** Process-unique relay id (as in spliceProgress). */
+  readonly id: number;
+  /** Resets both sides (policy change, shutdown); onDone follows with 'aborted'. Idempotent; a no-op after the end. */
+  abort(): void;
+}
+
+/** Process-wide counters of the splice engine (monotonic, except active and pipesPooled). */
+export interface SpliceCounters {
+  started: number;
+  active: number;
+  completed: number;
+  resetClient: number;
+  resetUpstream: number;
+  aborted: number;
+  bytesToServer: number;
+  bytesToClient: number;
+  /** splice(2) calls. */
+  spliceCalls: number;
+  /** Every system call the engine made (setup on the JS thread included). */
+  syscalls: number;
+  /** epoll_wait returns of the engine's loops. */
+  wakeups: number;
+  pipesCreated: number;
+  pipesReused: number;
+  pipesPooled: number;
+  /** spliceRelay calls that threw (EMFILE, ...): the caller fell back or failed the flow. */
+  startFailures: number;
+  /** Engine loop threads started (1 by default; NETPOLD_SPLICE_THREADS). */
+  threads: number;
+}
+
 /** What the data plane needs from the kernel beyond Node's own sockets. */
 export interface NativeSockets {
   /**
@@ -151,6 +211,27 @@ export interface NativeSockets {
   connectTransparentTcp(opts: TransparentTcpConnectOptions): Promise<net.Socket>;
   /** A UDP socket; see UdpOpenOptions. */
   openUdp(opts: UdpOpenOptions, onMessage: UdpMessageListener): UdpHandle;
+
+  // ---- the kernel byte path (optional: the fake leaves them out, and callers fall back) ----
+
+  /** As connectTransparentTcp, but the raw connected fd (non-blocking), with no net.Socket. The caller owns it. */
+  connectTransparentTcpFd?(opts: TransparentTcpConnectOptions): Promise<number>;
+  /**
+   * Relays bytes both ways between two connected TCP sockets in the kernel (splice through a
+   * pipe per direction, on the addon's epoll thread) until both directions end or one side
+   * fails; see SpliceDoneListener. The fds are dup()ed (the caller's own fds stay open and must
+   * not be read or written meanwhile) unless `ownUpstream`. Throws a NativeError when it cannot
+   * start (EMFILE...), with every fd still the caller's.
+   */
+  spliceRelay?(clientFd: number, upstreamFd: number, onDone: SpliceDoneListener, opts?: SpliceRelayOptions): SpliceRelayHandle;
+  /**
+   * Byte totals of this process's live spliced relays that changed since the last call, flat:
+   * [id, bytesToServer, bytesToClient, id, ...].
+   */
+  spliceProgress?(): Float64Array;
+  spliceCounters?(): SpliceCounters;
+  /** close(2) of a raw fd (from connectTransparentTcpFd), with SO_LINGER {1, 0} first when `reset` (an RST). */
+  closeTcpFd?(fd: number, reset: boolean): void;
 }
 
 /** The raw addon (native/src/netpold_native.cc). */
@@ -169,6 +250,12 @@ interface NativeBinding {
     cb: (err: NativeError | null, fd: number) => void,
   ): void;
   udpOpen(opts: UdpOpenOptions, onMessage: UdpMessageListener): UdpHandle;
+  /** flags: 1 = take clientFd, 2 = take upstreamFd (else dup). Returns the relay id. */
+  spliceRelay(clientFd: number, upstreamFd: number, flags: number, onDone: SpliceDoneListener): number;
+  spliceAbort(id: number): boolean;
+  spliceProgress(): Float64Array;
+  spliceStats(): SpliceCounters;
+  tcpClose(fd: number, reset: boolean): void;
 }
 
 const ADDON = join('native', 'build', 'Release', 'netpold_native.node');
@@ -289,17 +376,20 @@ class RealNativeSockets implements NativeSockets {
     };
   }
 
-  async connectTransparentTcp(opts: TransparentTcpConnectOptions): Promise<net.Socket> {
-    let fd: number;
+  async connectTransparentTcpFd(opts: TransparentTcpConnectOptions): Promise<number> {
     try {
-      fd = await tcpConnectFd(this.b, opts, opts.srcPort);
+      return await tcpConnectFd(this.b, opts, opts.srcPort);
     } catch (e) {
       // The client's port is preserved when possible: if it is taken on this host (another
       // flow from the same client port, a TIME_WAIT), connect once more from any port.
       const code = (e as Partial<NativeError>).code;
       if (opts.srcPort === 0 || (code !== 'EADDRINUSE' && code !== 'EADDRNOTAVAIL')) throw e;
-      fd = await tcpConnectFd(this.b, opts, 0);
+      return await tcpConnectFd(this.b, opts, 0);
     }
+  }
+
+  async connectTransparentTcp(opts: TransparentTcpConnectOptions): Promise<net.Socket> {
+    const fd = await this.connectTransparentTcpFd(opts);
     try {
       return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
     } catch (e) {
@@ -310,6 +400,29 @@ class RealNativeSockets implements NativeSockets {
 
   openUdp(opts: UdpOpenOptions, onMessage: UdpMessageListener): UdpHandle {
     return this.b.udpOpen(opts, onMessage);
+  }
+
+  spliceRelay(clientFd: number, upstreamFd: number, onDone: SpliceDoneListener, opts?: SpliceRelayOptions): SpliceRelayHandle {
+    const b = this.b;
+    const id = b.spliceRelay(clientFd, upstreamFd, opts?.ownUpstream === true ? 2 : 0, onDone);
+    return {
+      id,
+      abort: () => {
+        b.spliceAbort(id);
+      },
+    };
+  }
+
+  spliceProgress(): Float64Array {
+    return this.b.spliceProgress();
+  }
+
+  spliceCounters(): SpliceCounters {
+    return this.b.spliceStats();
+  }
+
+  closeTcpFd(fd: number, reset: boolean): void {
+    this.b.tcpClose(fd, reset);
   }
 }
 

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { findPackageRoot } from '../package-root.js';
+import { environment } from '../config/env.js';
 import { NetpoldError } from '../errors.js';
 
 export interface ExecResult {
@@ -27,7 +28,7 @@ export function exec(file: string, args: readonly string[], opts: ExecOptions = 
     const child = execFile(
       file,
       args,
-      { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024, encoding: 'utf8', env: opts.env ?? process.env },
+      { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024, encoding: 'utf8', env: opts.env ?? environment() },
       (err, stdout, stderr) => {
         if (!err) return resolve({ code: 0, stdout, stderr });
         const e = err as NodeJS.ErrnoException & { code?: number | string; killed?: boolean };
@@ -85,7 +86,7 @@ export async function netnsPids(netns: string): Promise<number[]> {
 
 /** The absolute path of an executable found in PATH (plus the sbin folders), or undefined. */
 export function which(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
+  const dirs = [...(environment()['PATH'] ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
   for (const d of dirs) {
     if (d === '') continue;
     const p = join(d, name);

@@ -11,7 +11,16 @@ export interface NamespaceInfo {
   readonly name: string;
   /** Includes the automatic `kubernetes.io/metadata.name` label. */
   readonly labels: Labels;
+  /**
+   * True when the Namespace is annotated `netpold.io/mode: audit` (MODE_ANNOTATION): the agent
+   * decides and logs the flows its pods' policies would deny, but lets them through. Absent
+   * otherwise (enforce), also when the annotation's value is invalid (reported, fails closed).
+   */
+  readonly audit?: true;
 }
+
+/** The Namespace annotation that opts a namespace into audit mode (`audit` or `enforce`). */
+export const MODE_ANNOTATION = 'netpold.io/mode';
 
 export interface NamedPort {
   readonly name: string;

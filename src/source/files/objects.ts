@@ -5,7 +5,7 @@
 // conditions, resources...) is ignored: its meaning does not affect enforcement, and checking
 // the whole core/v1 schema here would only make netpold reject manifests the cluster accepts.
 import type { NamedPort, NamespaceInfo, NodeInfo, PodInfo, Protocol } from '../../model/types.js';
-import { NS_NAME_LABEL, PROTOCOLS } from '../../model/types.js';
+import { MODE_ANNOTATION, NS_NAME_LABEL, PROTOCOLS } from '../../model/types.js';
 import {
   checkFields,
   eachRecord,
@@ -18,7 +18,7 @@ import {
 import { type Family, parseIp } from './ip.js';
 import type { Meta } from './metadata.js';
 import { dns1123SubdomainProblem, ianaSvcNameProblem } from './names.js';
-import { field, get, isAbsent, mapKey, type Reporter, show } from './report.js';
+import { field, get, isAbsent, isRecord, mapKey, type Reporter, show } from './report.js';
 
 const TOP_LEVEL_FIELDS = ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
 
@@ -51,7 +51,29 @@ export function readNamespace(r: Reporter, obj: Record<string, unknown>, meta: M
     );
   }
   if (r.errorCount > 0) return undefined;
-  return { name: meta.name, labels: withLabel(meta.labels, NS_NAME_LABEL, meta.name) };
+  const ns: NamespaceInfo = { name: meta.name, labels: withLabel(meta.labels, NS_NAME_LABEL, meta.name) };
+  // Read after the checks above: an invalid mode annotation is reported, but the namespace is
+  // kept, enforced (failing closed), rather than dropped with its pods and policies.
+  return readModeAnnotation(r, get(obj, 'metadata')) ? { ...ns, audit: true } : ns;
+}
+
+/**
+ * `metadata.annotations["netpold.io/mode"]`: `audit` (true) or `enforce` (false); absent is
+ * enforce. Other annotations are not read (they do not affect enforcement).
+ */
+function readModeAnnotation(r: Reporter, metadata: unknown): boolean {
+  if (!isRecord(metadata)) return false;
+  const annotations = get(metadata, 'annotations');
+  if (!isRecord(annotations)) return false;
+  const v = get(annotations, MODE_ANNOTATION);
+  if (isAbsent(v) || v === 'enforce') return false;
+  if (v === 'audit') return true;
+  r.error(
+    'NETPOLD_E_INVALID_VALUE',
+    mapKey('metadata.annotations', MODE_ANNOTATION),
+    `annotation ${MODE_ANNOTATION} must be "audit" or "enforce", not ${show(v)}; the namespace is enforced`,
+  );
+  return false;
 }
 
 function withLabel(labels: Readonly<Record<string, string>>, key: string, value: string): Record<string, string> {

@@ -9,7 +9,21 @@ import { loadManifestPaths } from './load.js';
 /** Codes that mean the input was not read as a whole: such an update is not applied. */
 const UNUSABLE = new Set(['NETPOLD_E_IO', 'NETPOLD_E_PARSE']);
 
+export interface ManifestFolderCounters {
+  /** Loads delivered (the first one and every reload). */
+  loads: number;
+  /** Reloads caused by file changes. */
+  reloads: number;
+  /** Loads that could not be read as a whole (not applied). */
+  unusable: number;
+  /** Object errors reported in loads. */
+  objectErrors: number;
+  /** When the last usable load completed (ms since the epoch); 0 before. */
+  lastLoadTime: number;
+}
+
 export class ManifestFolderSource implements StateSource {
+  readonly counters: ManifestFolderCounters = { loads: 0, reloads: 0, unusable: 0, objectErrors: 0, lastLoadTime: 0 };
   private watchers: FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
 
@@ -20,7 +34,12 @@ export class ManifestFolderSource implements StateSource {
 
   load(): SourceUpdate {
     const r = loadManifestPaths([...this.paths]);
-    return { state: r.state, errors: r.errors, unusable: r.errors.some((e) => UNUSABLE.has(e.code)) };
+    const unusable = r.errors.some((e) => UNUSABLE.has(e.code));
+    this.counters.loads++;
+    this.counters.objectErrors += r.errors.length;
+    if (unusable) this.counters.unusable++;
+    else this.counters.lastLoadTime = Date.now();
+    return { state: r.state, errors: r.errors, unusable };
   }
 
   async start(onUpdate: (u: SourceUpdate) => void): Promise<void> {
@@ -35,7 +54,10 @@ export class ManifestFolderSource implements StateSource {
       // Recursive watching is supported on Linux from Node 20.
       const w = watch(dir, { recursive: true, persistent: false }, () => {
         clearTimeout(this.timer);
-        this.timer = setTimeout(() => onUpdate(this.load()), this.debounceMs);
+        this.timer = setTimeout(() => {
+          this.counters.reloads++;
+          onUpdate(this.load());
+        }, this.debounceMs);
       });
       w.on('error', () => {});
       this.watchers.push(w);

@@ -3,6 +3,7 @@
 // up front as NETPOLD_E_KUBECONFIG, before any interception is installed.
 import { accessSync, constants } from 'node:fs';
 import { KubeConfig } from '@kubernetes/client-node';
+import { environment } from '../../config/env.js';
 import { NetpoldError } from '../../errors.js';
 
 export type KubeConnection = { readonly kubeconfig: string } | { readonly inCluster: true };
@@ -14,7 +15,7 @@ export function loadKubeConfig(c: KubeConnection): KubeConfig {
   const kc = new KubeConfig();
   if ('inCluster' in c) {
     const missing: string[] = [];
-    for (const v of ['KUBERNETES_SERVICE_HOST', 'KUBERNETES_SERVICE_PORT']) if (!process.env[v]) missing.push(`environment variable ${v}`);
+    for (const v of ['KUBERNETES_SERVICE_HOST', 'KUBERNETES_SERVICE_PORT']) if (!environment()[v]) missing.push(`environment variable ${v}`);
     for (const f of ['token', 'ca.crt']) {
       try {
         accessSync(`${SERVICE_ACCOUNT_DIR}/${f}`, constants.R_OK);

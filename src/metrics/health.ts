@@ -1,0 +1,30 @@
+// /healthz and /readyz decisions, from the agent's state and the loop monitor.
+import type { Phase } from '../agent/agent.js';
+import type { LoopMonitor } from './loop-monitor.js';
+import type { Check } from './server.js';
+
+export interface HealthView {
+  readonly phase: Phase;
+  readonly interceptionInstalled: boolean;
+  readonly ready: boolean;
+}
+
+/** Alive, and the event loop has not been blocked longer than `maxLagMs` recently. */
+export function healthCheck(loop: LoopMonitor, maxLagMs: number, agent: HealthView): Check {
+  const lagMs = Math.round(loop.lagMs);
+  const ok = lagMs <= maxLagMs;
+  return { ok, detail: { phase: agent.phase, eventLoopLagMs: lagMs, maxEventLoopLagMs: maxLagMs, ...(ok ? {} : { problem: 'the event loop was blocked longer than allowed' }) } };
+}
+
+/** Ready: interception installed and a snapshot enforced. */
+export function readinessCheck(agent: HealthView, revision: number): Check {
+  return {
+    ok: agent.ready,
+    detail: {
+      phase: agent.phase,
+      interception: agent.interceptionInstalled,
+      revision,
+      ...(agent.ready ? {} : { problem: agent.phase === 'fail_closed' ? 'no policy state compiled yet: every flow is refused' : agent.phase === 'starting' ? 'interception not installed yet' : `agent is ${agent.phase}` }),
+    },
+  };
+}
