@@ -379,7 +379,7 @@ describe.skipIf(skip)('agent fails closed', () => {
 });
 
 describe.skipIf(skip)('agent crash and restart', () => {
-  it('a killed agent leaves its interception behind; the next start removes it and enforces; SIGTERM removes everything', async () => {
+  it('a killed agent fails closed; the next start replaces its leftovers and enforces; SIGTERM removes everything', async () => {
     const lab = await Lab.up({ id: id(), manifests: [join(root, 'examples/demo')], nodeName: 'node-a', ports: [8080] });
     let agent: AgentProcess | undefined;
     try {
@@ -390,12 +390,13 @@ describe.skipIf(skip)('agent crash and restart', () => {
       first.proc.kill('SIGKILL');
       await first.stop();
       // Its table, rules and routes are still there. With no agent socket for TPROXY to find,
-      // the tproxy rule does not apply and the packet is forwarded as usual: until the agent is
-      // back, new flows pass unenforced (README, "Phases": a crash fails open), the formerly
-      // denied one included.
+      // the rules after the redirects refuse the flow: a crashed agent fails closed, the
+      // formerly allowed flow included (TCP reset, UDP dropped).
       expect((await lab.exec(lab.nodeNamespace, ['nft', 'list', 'tables'])).stdout).toMatch(/table inet netpold\b/);
       expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule'])).stdout.match(/lookup 4242/g)?.length).toBe(1);
-      expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('connected');
+      expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).not.toBe('connected');
+      expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).not.toBe('connected');
+      expect((await lab.probe('production/api', 'kube-system/coredns', 8080, 'UDP', { timeoutMs: 1000 })).result).not.toBe('connected');
       const second = AgentProcess.start(lab.nodeNamespace, args);
       agent = second;
       await second.waitFor((l) => l.msg === 'ready');

@@ -84,6 +84,12 @@ table inet ${c.table} {
     fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
 ${['tcp', 'udp'].flatMap((l4) => (['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).map((dir) => tproxy(l4, fam, dir)))).join('\n')}
+    # tproxy finds no listener when the agent is gone (crashed, restarting) and the packet would
+    # go on unenforced: refuse it instead. A graceful stop removes the whole table first.
+${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMap((dir) => [
+    `    meta l4proto tcp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} reject with tcp reset`,
+    `    meta l4proto udp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} drop`,
+  ])).join('\n')}
   }
 }
 `;
