@@ -64,7 +64,8 @@ async function inNs(lab: Lab, ns: string, script: string, timeoutMs = 30_000): P
   return r.stdout;
 }
 
-describe.skipIf(skip)('agent on the demo cluster', () => {
+// Every behaviour with both TCP relays: stream piping in Node, and splice in the kernel.
+describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay %s)', (relay) => {
   let lab: Lab;
   let agent: AgentProcess;
   let dir: string;
@@ -74,7 +75,7 @@ describe.skipIf(skip)('agent on the demo cluster', () => {
     dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
     cpSync(join(root, 'examples/demo'), dir, { recursive: true });
     lab = await Lab.up({ id: id(), manifests: [dir], nodeName: 'node-a', ports: [8080, 53] });
-    agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a']);
+    agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a', '--relay', relay]);
     await agent.waitFor((r) => r.msg === 'ready');
   }, 60_000);
 

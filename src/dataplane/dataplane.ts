@@ -19,7 +19,8 @@ import { auditLifts, auditMask } from '../policy/audit.js';
 import { Decision, FlowKey, decide } from '../policy/decide.js';
 import type { PolicySnapshot } from '../policy/snapshot.js';
 import type { IpFamily, NativeSockets, TcpFlow, TransparentTcpListener, UdpHandle } from './native.js';
-import { relayTcp } from './tcp-relay.js';
+import { relayTcpSplice } from './splice-relay.js';
+import { relayTcp, type RelayEvents, type UpstreamConnector } from './tcp-relay.js';
 
 export interface DataplaneConfig {
   /** Port of the transparent listeners on 127.0.0.1 and [::1] (TCP and UDP). */
@@ -33,6 +34,11 @@ export interface DataplaneConfig {
   readonly families: readonly IpFamily[];
   /** `audit`: every flow is decided and logged, and let through (default `enforce`). */
   readonly mode?: 'enforce' | 'audit';
+  /**
+   * How allowed TCP flows move their bytes: `splice` in the kernel on the addon's own thread
+   * (falls back to `js` where the addon cannot), or `js` (stream piping in Node). Default js.
+   */
+  readonly relay?: 'js' | 'splice';
 }
 
 /** Optional collaborators: the decision-latency observer and the flow log. */
@@ -279,26 +285,30 @@ export class Dataplane {
       return;
     }
     this.liveTcp++;
-    void relayTcp(
-      socket,
-      e,
-      (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs }),
-      {
-        bytes: (dir, n) => {
-          e.lastSeen = Date.now(); // traffic: not idle, so not evicted when the table is full
-          if (dir === 'toServer') this.counters.bytesToServer += n;
-          else this.counters.bytesToClient += n;
-        },
-        upstreamError: (code) => {
-          this.counters.upstreamErrors++;
-          this.log.debug({ ...this.flowFields(e, snap), code }, 'upstream connect failed');
-        },
-        closed: () => {
-          this.table.remove(e);
-          if (--this.liveTcp === 0) this.drained?.();
-        },
+    const connect: UpstreamConnector = (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs });
+    const events: RelayEvents = {
+      bytes: (dir, n) => {
+        e.lastSeen = Date.now(); // traffic: not idle, so not evicted when the table is full
+        if (dir === 'toServer') this.counters.bytesToServer += n;
+        else this.counters.bytesToClient += n;
       },
-    );
+      upstreamError: (code) => {
+        this.counters.upstreamErrors++;
+        this.log.debug({ ...this.flowFields(e, snap), code }, 'upstream connect failed');
+      },
+      closed: () => {
+        this.table.remove(e);
+        if (--this.liveTcp === 0) this.drained?.();
+      },
+    };
+    if (this.config.relay === 'splice') {
+      const connectFd = this.native.connectTransparentTcpFd;
+      void relayTcpSplice(socket, e, connect, events, this.native, {
+        connectFd: connectFd && ((o) => connectFd.call(this.native, { ...o, timeoutMs: this.config.connectTimeoutMs })),
+      });
+    } else {
+      void relayTcp(socket, e, connect, events);
+    }
   }
 
   /**
