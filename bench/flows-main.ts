@@ -15,8 +15,9 @@ async function main(argv: string[]): Promise<void> {
     .option('--sizes <list>', 'policy counts, comma-separated (default 10,1000,10000; --quick: 10)')
     .option('--rounds <n>', 'rounds of none, kernel, agent (default 5; --quick: 2)')
     .option('--out <dir>', 'also write flows.json and flows.md there')
+    .option('--agent-relay <how>', "the agent's TCP relay: splice (default, as the agent) or js")
     .parse(argv);
-  const o = program.opts<{ quick?: boolean; json?: boolean; sizes?: string; rounds?: string; out?: string }>();
+  const o = program.opts<{ quick?: boolean; json?: boolean; sizes?: string; rounds?: string; out?: string; agentRelay?: string }>();
   const cfg = flowConfigFromArgs(o);
   const report = await withSignalAbort((signal) => runFlowBench(cfg, { log: (t) => process.stderr.write(`${t}\n`), signal }));
   const md = formatFlowMarkdown(report);

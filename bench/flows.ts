@@ -47,6 +47,8 @@ export const MODES: readonly Mode[] = ['none', 'kernel', 'agent'];
 export interface FlowBenchConfig {
   /** Policy counts. */
   sizes: number[];
+  /** The agent's TCP relay (`--relay`): splice (in the kernel, the agent's default) or js. */
+  agentRelay?: 'js' | 'splice';
   rounds: number;
   modes: Mode[];
   /** Per-run warm-up load before measuring (rate, stream and UDP flows on their own ports). */
@@ -227,9 +229,13 @@ export const MEASUREMENT: Record<string, string> = {
 };
 
 /** The configuration of `--quick`, `--sizes`, `--rounds` (shared by bench:flows and bench). */
-export function flowConfigFromArgs(o: { quick?: boolean; sizes?: string; rounds?: string }): FlowBenchConfig {
+export function flowConfigFromArgs(o: { quick?: boolean; sizes?: string; rounds?: string; agentRelay?: string }): FlowBenchConfig {
   const base = o.quick ? QUICK_CONFIG : FULL_CONFIG;
   const cfg: FlowBenchConfig = { ...base, sizes: [...base.sizes], modes: [...base.modes] };
+  if (o.agentRelay !== undefined) {
+    if (o.agentRelay !== 'js' && o.agentRelay !== 'splice') throw new Error(`--agent-relay: js or splice, not ${o.agentRelay}`);
+    cfg.agentRelay = o.agentRelay;
+  }
   if (o.sizes !== undefined) {
     cfg.sizes = o.sizes.split(',').map((s) => Number(s.trim().replace(/_/g, '')));
     if (cfg.sizes.some((s) => !Number.isInteger(s))) throw new Error(`--sizes: expected comma-separated policy counts, not ${o.sizes}`);
@@ -398,7 +404,7 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       const r = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], { input: ctx.nft, timeoutMs: NFT_LOAD_TIMEOUT_MS });
       if (r.code !== 0) throw new Error(`nft -f in ${lab.nodeNamespace} failed: ${r.stderr.trim().slice(0, 500)}`);
     } else if (mode === 'agent') {
-      agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', ctx.manifests, ...AGENT_ARGS]);
+      agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', ctx.manifests, ...AGENT_ARGS, '--relay', cfg.agentRelay ?? 'splice']);
       await agent.waitFor((l) => l.msg === 'ready', AGENT_READY_TIMEOUT_MS);
       agentPid = execedPid(agent.proc.pid, 'netpold');
     }

@@ -36,7 +36,8 @@ export interface DataplaneConfig {
   readonly mode?: 'enforce' | 'audit';
   /**
    * How allowed TCP flows move their bytes: `splice` in the kernel on the addon's own thread
-   * (falls back to `js` where the addon cannot), or `js` (stream piping in Node). Default js.
+   * (falls back to `js` where the addon cannot), or `js` (stream piping in Node). Default js
+   * here; the agent's --relay defaults to splice.
    */
   readonly relay?: 'js' | 'splice';
 }
