@@ -18,6 +18,7 @@ import { Registry } from 'prom-client';
 import { AgentMetrics } from '../src/metrics/metrics.js';
 import { startMetricsServer } from '../src/metrics/server.js';
 import { makeCluster, makeNs, makePod, makePolicy } from './support/builders.js';
+import { sleep, waitFor, within } from './support/wait.js';
 
 // ---------------------------------------------------------------------------------------------
 // The cluster: a client pod and another pod in client-ns, a web pod in server-ns. The policy
@@ -63,32 +64,6 @@ function denySnapshot(revision: number): PolicySnapshot {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
-
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 interface Outcome {
   data: Buffer;

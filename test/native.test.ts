@@ -15,6 +15,7 @@ import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadNativeSockets, nativeAddonPath, type NativeError, type NativeSockets, type TcpFlow, type UdpHandle } from '../src/dataplane/native.js';
 import { FakeNativeSockets } from '../src/dataplane/native-fake.js';
+import { within } from './support/wait.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const addonPath = nativeAddonPath();
@@ -26,22 +27,6 @@ const skipNetnsReason = skipReason || (haveTools ? '' : 'ip or nft missing');
 const title = (t: string, why: string): string => (why ? `${t} [skipped: ${why}]` : t);
 
 /** Bounds a promise in time. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
-
 function once<T extends unknown[]>(emitter: NodeJS.EventEmitter, event: string): Promise<T> {
   return new Promise((resolve) => emitter.once(event, (...args: unknown[]) => resolve(args as T)));
 }

@@ -17,6 +17,7 @@ import { FakeNativeSockets } from '../src/dataplane/native-fake.js';
 import { relayTcpSplice, socketFd } from '../src/dataplane/splice-relay.js';
 import { relayTcp, type RelayEvents, type UpstreamConnector } from '../src/dataplane/tcp-relay.js';
 import { parseAddrInto, PROTO_TCP } from '../src/policy/addr.js';
+import { waitFor, within } from './support/wait.js';
 
 const addonPath = nativeAddonPath();
 const isRoot = process.getuid?.() === 0;
@@ -34,30 +35,6 @@ describe.runIf(skipReason !== '' && process.env.CI === 'true')('splice relay pre
 const MiB = 1 << 20;
 
 // ---- helpers -------------------------------------------------------------------------------
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
-}
-
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** One end of a test connection: what it received (hashed; kept if asked), how it ended. */
 class Peer {
