@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { ClusterState, LabelSelector, NamespaceInfo, NodeInfo, PodInfo, PolicySpec } from '../src/model/types.js';
 import { NS_NAME_LABEL } from '../src/model/types.js';
 import { syntheticCluster } from './synthetic.js';
+import { toManifestObjects } from '../src/model/manifests.js';
 
 /** The lab node; the real pods run on it, virtual pods are spread over node-0..node-49. */
 export const BENCH_NODE = 'node-0';
@@ -103,67 +104,8 @@ export function flowCluster(policies: number): FlowCluster {
 // ---------------------------------------------------------------------------------------------
 // ClusterState -> one JSON `List` manifest (the format the agent's --manifests folder reads)
 
-type Obj = Record<string, unknown>;
-
-function selector(s: LabelSelector): Obj {
-  const out: Obj = {};
-  if (Object.keys(s.matchLabels).length > 0) out.matchLabels = { ...s.matchLabels };
-  if (s.matchExpressions.length > 0) {
-    out.matchExpressions = s.matchExpressions.map((e) => (e.values.length > 0 ? { key: e.key, operator: e.operator, values: [...e.values] } : { key: e.key, operator: e.operator }));
-  }
-  return out;
-}
-
-export function manifestObjects(state: ClusterState): Obj[] {
-  const out: Obj[] = [];
-  for (const ns of state.namespaces) out.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns.name, labels: { ...ns.labels } } });
-  for (const n of state.nodes) {
-    out.push({ apiVersion: 'v1', kind: 'Node', metadata: { name: n.name }, status: { addresses: n.addresses.map((address) => ({ type: 'InternalIP', address })) } });
-  }
-  for (const p of state.pods) {
-    const container: Obj = { name: 'c0', image: 'registry.example/bench:1' };
-    if (p.namedPorts.length > 0) container.ports = p.namedPorts.map((np) => ({ name: np.name, containerPort: np.port, protocol: np.protocol }));
-    const spec: Obj = { containers: [container] };
-    if (p.node !== undefined) spec.nodeName = p.node;
-    if (p.hostNetwork) spec.hostNetwork = true;
-    const metadata: Obj = { name: p.name, namespace: p.namespace };
-    if (Object.keys(p.labels).length > 0) metadata.labels = { ...p.labels };
-    out.push({ apiVersion: 'v1', kind: 'Pod', metadata, spec, status: p.ips.length > 0 ? { podIP: p.ips[0], podIPs: p.ips.map((ip) => ({ ip })) } : {} });
-  }
-  for (const pol of state.policies) {
-    if (!pol.valid || pol.podSelector === undefined) throw new Error(`policy ${pol.namespace}/${pol.name} is invalid`);
-    const spec: Obj = { podSelector: selector(pol.podSelector), policyTypes: [...pol.policyTypes] };
-    const rule = (peersKey: 'from' | 'to') => (r: PolicySpec['ingress'][number]): Obj => {
-      const o: Obj = {};
-      if (r.peers.length > 0) {
-        o[peersKey] = r.peers.map((p) => {
-          if (p.ipBlock) return { ipBlock: p.ipBlock.except.length > 0 ? { cidr: p.ipBlock.cidr, except: [...p.ipBlock.except] } : { cidr: p.ipBlock.cidr } };
-          const q: Obj = {};
-          if (p.podSelector) q.podSelector = selector(p.podSelector);
-          if (p.namespaceSelector) q.namespaceSelector = selector(p.namespaceSelector);
-          return q;
-        });
-      }
-      if (r.ports.length > 0) {
-        o.ports = r.ports.map((p) => {
-          const q: Obj = { protocol: p.protocol };
-          if (p.port !== undefined) q.port = p.port;
-          if (p.endPort !== undefined) q.endPort = p.endPort;
-          return q;
-        });
-      }
-      return o;
-    };
-    if (pol.ingress.length > 0) spec.ingress = pol.ingress.map(rule('from'));
-    if (pol.egress.length > 0) spec.egress = pol.egress.map(rule('to'));
-    out.push({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: pol.name, namespace: pol.namespace }, spec });
-  }
-  return out;
-}
-
-/** Writes the cluster as `DIR/cluster.json` (one List); returns DIR. */
 export function writeManifests(state: ClusterState, dir: string): string {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'cluster.json'), `${JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifestObjects(state) })}\n`);
+  writeFileSync(join(dir, 'cluster.json'), `${JSON.stringify({ apiVersion: 'v1', kind: 'List', items: toManifestObjects(state) })}\n`);
   return dir;
 }

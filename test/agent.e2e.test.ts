@@ -15,7 +15,7 @@ import { loadManifestPaths } from '../src/source/files/load.js';
 import type { ClusterState, Protocol } from '../src/model/types.js';
 import fc from 'fast-check';
 import { arbClusterWithFlows } from './support/arbitraries.js';
-import { toManifests } from './support/to-manifests.js';
+import { toManifests } from '../src/model/manifests.js';
 import { AgentProcess } from '../src/lab/agent-process.js';
 import { run } from '../src/cli/main.js';
 import { existsSync } from 'node:fs';

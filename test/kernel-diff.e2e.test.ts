@@ -16,7 +16,7 @@ import { compile } from '../src/policy/compile.js';
 import { renderNftEnforcement } from '../src/policy/nft-target.js';
 import { loadManifestPaths } from '../src/source/files/load.js';
 import { arbCluster, arbClusterWithFlows } from './support/arbitraries.js';
-import { toManifests } from './support/to-manifests.js';
+import { toManifests } from '../src/model/manifests.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const seeds = join(root, 'test/fixtures/seeds');
@@ -76,7 +76,7 @@ const arbLabCluster = arbClusterWithFlows(0, { minPods: 3, maxPods: 6, minPolici
   policies: cluster.policies.filter((p) => p.valid),
 }));
 
-describe('test/support/to-manifests: written clusters load back unchanged', () => {
+describe('src/model/manifests: written clusters load back unchanged', () => {
   it('round-trips random clusters through YAML and the strict loader', () => {
     const dir = mkdtempSync(join(tmpdir(), 'netpold-kdiff-'));
     try {

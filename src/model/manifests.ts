@@ -1,11 +1,12 @@
-// ClusterState -> Kubernetes manifests (multi-document YAML), so that generated clusters can go
-// through the file loader and the lab like hand-written ones. Loading the output gives the same
-// ClusterState back (test/kernel-diff.e2e.test.ts checks the round trip).
+// ClusterState -> Kubernetes manifests (objects, or multi-document YAML), so that generated
+// clusters (property tests, benchmarks) go through the file loader and the lab like hand-written
+// ones. Loading the output gives the same ClusterState back (test/kernel-diff.e2e.test.ts checks
+// the round trip).
 //
 // Only valid policies can be written: an invalid one (`valid: false`) has no faithful YAML form
 // (which field made it invalid is lost), so the caller decides what to do with those.
 import { stringify } from 'yaml';
-import type { ClusterState, LabelSelector, PolicyPeer, PolicyPort, PolicyRule } from '../../src/model/types.js';
+import { MODE_ANNOTATION, type ClusterState, type LabelSelector, type PolicyPeer, type PolicyPort, type PolicyRule } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -43,7 +44,11 @@ function rule(r: PolicyRule, peersKey: 'from' | 'to'): Obj {
 /** The cluster as Kubernetes objects: Namespaces, Nodes, Pods, NetworkPolicies. */
 export function toManifestObjects(state: ClusterState): Obj[] {
   const out: Obj[] = [];
-  for (const ns of state.namespaces) out.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns.name, labels: { ...ns.labels } } });
+  for (const ns of state.namespaces) {
+    const metadata: Obj = { name: ns.name, labels: { ...ns.labels } };
+    if (ns.audit) metadata.annotations = { [MODE_ANNOTATION]: 'audit' };
+    out.push({ apiVersion: 'v1', kind: 'Namespace', metadata });
+  }
   for (const n of state.nodes) {
     out.push({
       apiVersion: 'v1',
