@@ -220,6 +220,28 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
     srv.kill('SIGKILL');
   }, 60_000);
 
+  it('a pod reaching the node itself: decided, and relayed from the node when allowed', async () => {
+    const server = `require('net').createServer((s) => { s.end('node-a\\n'); }).listen(7777, '198.18.255.1', () => console.log('listening')); setTimeout(() => process.exit(0), 60000);`;
+    const srv = spawn('ip', ['netns', 'exec', lab.nodeNamespace, process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(srv);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('node server did not start')), 10_000);
+      srv.stdout!.once('data', () => (clearTimeout(t), resolve()));
+    });
+    try {
+      // staging is not isolated: allowed, and relayed (the node's reply cannot reach a socket
+      // bound to the pod's address, so the agent connects from the node's own).
+      const ok = await lab.probe('staging/frontend', '198.18.255.1', 7777, 'TCP', { timeoutMs: 3000 });
+      expect(ok.result).toBe('connected');
+      expect(ok.reply).toBe('node-a');
+      // production pods may only talk within their namespace and to DNS: denied by egress.
+      const denied = await lab.probe('production/api', '198.18.255.1', 7777, 'TCP', { timeoutMs: 3000 });
+      expect(denied.result).toBe('reset');
+    } finally {
+      srv.kill('SIGKILL');
+    }
+  });
+
   it('traffic to a Service address is decided on the DNAT backend', async () => {
     const nat = `table ip npd_e2e_svc {
       chain pre { type nat hook prerouting priority dstnat; policy accept;

@@ -10,7 +10,8 @@
 // Audit mode (`mode: 'audit'`, or pods of namespaces in audit mode, see src/policy/audit.ts):
 // a flow the policies deny is let through like an allowed one, counted and flow-logged as an
 // audited denial.
-import type { Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { FlowTable, type FlowEntry } from '../conntrack/flow-table.js';
 import type { FlowRecorder } from '../flowlog/flow-log.js';
 import type { Logger } from '../log.js';
@@ -44,6 +45,8 @@ export interface DataplaneConfig {
 
 /** Optional collaborators: the decision-latency observer and the flow log. */
 export interface DataplaneHooks {
+  /** The node's own addresses (default: os.networkInterfaces()); tests substitute their own. */
+  readonly localAddresses?: () => Readonly<Record<string, readonly { address: string }[] | undefined>>;
   /** Called with the duration of each first-packet decision, in seconds. */
   readonly observeDecision?: (seconds: number) => void;
   readonly flowLog?: FlowRecorder;
@@ -117,6 +120,7 @@ export class Dataplane {
   /** Live flows let through by audit mode (metrics: active flows by verdict). */
   private readonly auditedFlows = new WeakSet<FlowEntry>();
   // Scratch reused by every decision: the hot path allocates no key or result per packet.
+  private localAddrs = new Set<string>();
   private readonly key = new FlowKey();
   private readonly decision = new Decision();
 
@@ -162,6 +166,7 @@ export class Dataplane {
   }
 
   async start(): Promise<void> {
+    this.refreshLocalAddresses();
     for (const family of this.config.families) {
       const address = family === 4 ? '127.0.0.1' : '::1';
       this.tcpListeners.push(
@@ -181,7 +186,22 @@ export class Dataplane {
    * Swaps in a new snapshot and re-evaluates live flows under it. `auditNamespaces`: the
    * namespaces in audit mode (their pods' would-be denials are let through).
    */
+  /**
+   * The node's own addresses. A flow to one of them cannot be relayed from the client's address:
+   * the node's reply to a pod address is routed to the pod, not to a transparent socket. Such
+   * upstream connections leave from the node's own address instead (the destination is the
+   * node itself, so no other host sees the difference). Refreshed with every snapshot.
+   */
+  private refreshLocalAddresses(): void {
+    const next = new Set<string>();
+    for (const list of Object.values((this.hooks.localAddresses ?? networkInterfaces)() ?? {})) {
+      for (const a of list ?? []) next.add(a.address);
+    }
+    this.localAddrs = next;
+  }
+
   setSnapshot(snap: PolicySnapshot, options: { readonly auditNamespaces?: ReadonlySet<string> } = {}): void {
+    this.refreshLocalAddresses();
     this.snapshot = snap;
     this.auditPods = auditMask(snap, options.auditNamespaces ?? new Set());
     if (this.config.existingFlows === 'keep') return;
@@ -286,7 +306,10 @@ export class Dataplane {
       return;
     }
     this.liveTcp++;
-    const connect: UpstreamConnector = (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs });
+    const toNode = this.localAddrs.has(flow.dstAddress);
+    const connect: UpstreamConnector = toNode
+      ? (o) => connectPlain(o.dstAddress, o.dstPort, this.config.connectTimeoutMs)
+      : (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs });
     const events: RelayEvents = {
       bytes: (dir, n) => {
         e.lastSeen = Date.now(); // traffic: not idle, so not evicted when the table is full
@@ -303,7 +326,7 @@ export class Dataplane {
       },
     };
     if (this.config.relay === 'splice') {
-      const connectFd = this.native.connectTransparentTcpFd;
+      const connectFd = toNode ? undefined : this.native.connectTransparentTcpFd;
       void relayTcpSplice(socket, e, connect, events, this.native, {
         connectFd: connectFd && ((o) => connectFd.call(this.native, { ...o, timeoutMs: this.config.connectTimeoutMs })),
       });
@@ -402,8 +425,13 @@ export class Dataplane {
       reply.users++;
       flow.reply = reply;
       const r = reply;
+      // From the client's own address, or from the node's when the destination is the node
+      // itself (see refreshLocalAddresses).
+      const toNode = this.localAddrs.has(dstAddr);
       const upstream = this.native.openUdp(
-        { family, address: srcAddr, port: srcPort, transparent: true, recvOrigDst: false, reuse: true },
+        toNode
+          ? { family, address: family === 4 ? '0.0.0.0' : '::', port: 0, transparent: false, recvOrigDst: false }
+          : { family, address: srcAddr, port: srcPort, transparent: true, recvOrigDst: false, reuse: true },
         (m) => {
           e.lastSeen = Date.now();
           if (r.handle.send(m, srcAddr, srcPort)) this.counters.bytesToClient += m.length;
@@ -473,4 +501,21 @@ export class Dataplane {
       revision: snap?.revision,
     };
   }
+}
+
+/** A plain (not transparent) TCP connect, for flows whose destination is the node itself. */
+function connectPlain(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host, port, allowHalfOpen: true });
+    const timer = setTimeout(() => s.destroy(Object.assign(new Error(`connect ${host}:${port} timed out`), { code: 'ETIMEDOUT' })), timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
 }
