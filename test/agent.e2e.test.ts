@@ -57,6 +57,19 @@ async function liveMatrix(lab: Lab, port: number, protocol: Protocol, family: 4 
   return live;
 }
 
+/**
+ * Runs a node server script inside a namespace and resolves once it printed its first line
+ * (bounded). The caller kills it.
+ */
+async function startServer(ns: string, script: string): Promise<ChildProcess> {
+  const srv = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => (srv.kill('SIGKILL'), reject(new Error(`server in ${ns} did not start`))), 10_000);
+    srv.stdout!.once('data', () => (clearTimeout(t), resolve()));
+  });
+  return srv;
+}
+
 /** Runs a node script inside a namespace (bounded) and returns its stdout. */
 async function inNs(lab: Lab, ns: string, script: string, timeoutMs = 30_000): Promise<string> {
   const r = await lab.exec(ns, [process.execPath, '-e', script], { timeoutMs });
@@ -191,12 +204,8 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
         s.on('end', () => { s.write(JSON.stringify({ len, sha: h.digest('hex') }) + '\\n'); s.end(pattern(6 << 20)); });
       }).listen(9000, '198.18.2.53', () => console.log('listening'));
       setTimeout(() => process.exit(0), 60000);`;
-    const srv = spawn('ip', ['netns', 'exec', lab.podNamespace('kube-system/coredns'), process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const srv = await startServer(lab.podNamespace('kube-system/coredns'), server);
     procs.push(srv);
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('server did not start')), 10_000);
-      srv.stdout!.once('data', () => (clearTimeout(t), resolve()));
-    });
     const client = `
       const net = require('net'), crypto = require('crypto');
       const pattern = (n) => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (i * 7 + (i >> 11)) & 255; return b; };
@@ -222,12 +231,8 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
 
   it('a pod reaching the node itself: decided, and relayed from the node when allowed', async () => {
     const server = `require('net').createServer((s) => { s.end('node-a\\n'); }).listen(7777, '198.18.255.1', () => console.log('listening')); setTimeout(() => process.exit(0), 60000);`;
-    const srv = spawn('ip', ['netns', 'exec', lab.nodeNamespace, process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const srv = await startServer(lab.nodeNamespace, server);
     procs.push(srv);
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('node server did not start')), 10_000);
-      srv.stdout!.once('data', () => (clearTimeout(t), resolve()));
-    });
     try {
       // staging is not isolated: allowed, and relayed (the node's reply cannot reach a socket
       // bound to the pod's address, so the agent connects from the node's own).
@@ -313,12 +318,8 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
     // connection open until told to go on (on its standard input), after the agent got SIGTERM.
     const server = `require('net').createServer((s) => s.pipe(s)).listen(9001, '198.18.2.53', () => console.log('listening'));
       setTimeout(() => process.exit(0), 60000);`;
-    const srv = spawn('ip', ['netns', 'exec', lab.podNamespace('kube-system/coredns'), process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const srv = await startServer(lab.podNamespace('kube-system/coredns'), server);
     procs.push(srv);
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('server did not start')), 10_000);
-      srv.stdout!.once('data', () => (clearTimeout(t), resolve()));
-    });
     const clientScript = `
       const s = require('net').connect({ host: '198.18.2.53', port: 9001 });
       let got = ''; let opened = false; let error = null;
