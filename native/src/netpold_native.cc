@@ -40,6 +40,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -54,6 +55,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <deque>
+#include <future>
 #include <mutex>
 #include <set>
 #include <string>
@@ -297,6 +300,7 @@ struct ConnectReq;
 class UdpSocket;
 namespace splice {
 struct Channel;
+struct FastState;
 }
 
 struct AddonData {
@@ -309,6 +313,8 @@ struct AddonData {
   std::shared_ptr<splice::Channel> spliceChannel;
   std::unordered_map<uint64_t, Napi::FunctionReference> spliceWaiters;
   Napi::AsyncContext* spliceContext = nullptr;
+  // The fast path (fastOpen), JS thread only.
+  splice::FastState* fast = nullptr;
 };
 
 uv_loop_t* LoopOf(Napi::Env env) {
@@ -874,7 +880,13 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
 
 namespace splice {
 
-enum End : int { kEndDone = 0, kEndResetClient = 1, kEndResetUpstream = 2, kEndAborted = 3 };
+enum End : int {
+  kEndDone = 0,
+  kEndResetClient = 1,
+  kEndResetUpstream = 2,
+  kEndAborted = 3,
+  kEndUpstreamFailed = 4,  // fast path only: the upstream connect failed (errno in the record)
+};
 
 const char* EndName(int end) {
   switch (end) {
@@ -884,6 +896,8 @@ const char* EndName(int end) {
       return "reset-upstream";
     case kEndAborted:
       return "aborted";
+    case kEndUpstreamFailed:
+      return "upstream-failed";
     default:
       return nullptr;
   }
@@ -894,13 +908,17 @@ constexpr int kOwnUpstream = 2;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 constexpr int kMaxEvents = 256;
 constexpr int kPumpBudget = 64;    // splice calls per relay per turn of its loop
-constexpr size_t kPoolMax = 128;   // empty pipes kept for reuse (2 fds each)
+constexpr size_t kPoolMax = 64;    // empty pipes kept for reuse per loop (2 fds each)
 constexpr int kMaxLoops = 16;
+constexpr int kAcceptBatch = 64;   // accept4 calls per listener event
+constexpr size_t kMaxPendingConns = 16384;  // accepted, awaiting a verdict from JS
 
 struct Stats {
   std::atomic<uint64_t> started{0}, active{0}, completed{0}, resetClient{0}, resetUpstream{0},
       aborted{0}, bytesToServer{0}, bytesToClient{0}, spliceCalls{0}, syscalls{0}, wakeups{0},
-      pipesCreated{0}, pipesReused{0}, startFailures{0};
+      pipesCreated{0}, pipesReused{0}, pipesPooled{0}, startFailures{0},
+      // fast path
+      accepted{0}, acceptErrors{0}, refusedBacklog{0}, connectFailures{0}, connectTimeouts{0};
 };
 
 // One environment's way back to JS. Deliver() and the threadsafe function's finalizer take the
@@ -926,8 +944,17 @@ struct Pipe {
 };
 
 struct Relay;
+struct FastChannel;
 
-struct Side {
+// What an epoll registration's data.ptr points to (the loop's wakeup fd has nullptr).
+struct EpollItem {
+  enum Kind : uint8_t { kSide = 1, kListener = 2 };
+  Kind kind;
+  explicit EpollItem(Kind k) : kind(k) {}
+};
+
+struct Side : EpollItem {
+  Side() : EpollItem(kSide) {}
   Relay* relay = nullptr;
   int fd = -1;
   bool exclusive = false;  // no other fd refers to this socket (taken over from the caller)
@@ -948,14 +975,27 @@ struct Dir {
   uint64_t reported = 0;           // by spliceProgress (JS thread, under Loop::mu)
 };
 
+// Where a fast-path relay connects to (freed once connected).
+struct ConnectTarget {
+  SockAddr src;
+  SockAddr dst;
+  bool fromNode = false;  // a plain connect from the node's address (destination is the node)
+  int family = 4;
+};
+
 struct Relay {
   uint64_t id = 0;
-  std::shared_ptr<Channel> channel;
+  std::shared_ptr<Channel> channel;  // spliceRelay: onDone goes there
+  FastChannel* fast = nullptr;       // fast path: completions go there (outlives its relays)
+  uint32_t tag = 0;                  // fast path: the caller's name for the flow
   Side side[2];
   Dir dir[2];
   uint64_t syscalls = 0;
   bool finished = false;
   bool queued = false;
+  bool connecting = false;           // fast path: upstream connect in flight
+  int error = 0;                     // kEndUpstreamFailed: the connect's errno
+  std::unique_ptr<ConnectTarget> target;
 };
 
 struct Engine;
@@ -964,33 +1004,103 @@ Engine& TheEngine();
 // ---- pipes ----------------------------------------------------------------------------------
 
 struct PipePool {
-  std::mutex mu;
-  std::vector<Pipe> free;
   // A pipe starts at the kernel's default (64 KiB) and grows to bulkSize the first time its
   // direction fills it: a bulk flow gets big splices (fewer syscalls, larger TCP sends), a
   // request/response flow keeps the small one. NETPOLD_SPLICE_PIPE_BYTES overrides bulkSize.
   int bulkSize = 256 * 1024;
 };
 
+// ---- the fast path's way to and from JS -----------------------------------------------------
+
+// An accepted connection awaiting its verdict. Addresses as the decision core holds them: IPv4
+// in word 0, IPv6 as four words, each word the host-order value of 4 address bytes.
+struct PendingConn {
+  int fd = -1;
+  int loop = 0;
+  int family = 4;
+  uint32_t src[4] = {0, 0, 0, 0};
+  uint32_t dst[4] = {0, 0, 0, 0};
+  uint16_t srcPort = 0;
+  uint16_t dstPort = 0;
+  uint32_t syscalls = 0;  // made for it so far (accept4, getsockname)
+};
+
+struct FastDone {
+  uint32_t tag;
+  int end;
+  int error;
+  uint64_t toServer;
+  uint64_t toClient;
+  uint64_t syscalls;
+};
+
+// One environment's fast path: connections the loops accepted, waiting for JS to decide them,
+// and relays that ended, waiting for JS to forget them. JS is woken by one threadsafe-function
+// call per batch (`notified` stays set until JS starts draining), then drains both queues with
+// plain calls: no JS call, object or callback per connection. Never freed: loops may still hold
+// a pointer when the environment goes away (`closed` then turns every push into a close).
+struct FastChannel {
+  std::mutex mu;
+  std::vector<PendingConn> pending;
+  std::vector<FastDone> done;
+  bool notified = false;
+  bool closed = false;
+  napi_threadsafe_function tsfn = nullptr;
+
+  // With mu held.
+  void NotifyLocked() {
+    if (notified || closed || tsfn == nullptr) return;
+    if (napi_call_threadsafe_function(tsfn, nullptr, napi_tsfn_nonblocking) == napi_ok) notified = true;
+  }
+};
+
+class Loop;
+
+// One SO_REUSEPORT member of a fast-path listener group: each loop accepts on its own socket,
+// and the kernel spreads new connections over the group by their addresses (so over cores).
+struct Listener : EpollItem {
+  Listener() : EpollItem(kListener) {}
+  int fd = -1;
+  int family = 4;
+  FastChannel* channel = nullptr;
+  bool paused = false;     // out of fds: not polled until resumeAt
+  int64_t resumeAt = 0;
+};
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
 class Loop {
  public:
   explicit Loop(int index) : index_(index) {}
   bool Start(int* err);
 
-  enum Kind : int { kAdd, kAbort, kAbortChannel };
+  enum Kind : int { kAdd, kAbort, kAbortChannel, kConnect, kAddListener, kCloseListener, kAbortFast };
   struct Cmd {
     Kind kind;
     Relay* relay;
     uint64_t id;
     Channel* channel;
+    Listener* listener = nullptr;
+    FastChannel* fast = nullptr;
+    std::promise<void>* done = nullptr;
   };
 
   std::mutex mu;  // cmds_ and relays
   std::unordered_map<uint64_t, Relay*> relays;
 
+  int index() const { return index_; }
   void Add(Relay* r);
   void Abort(uint64_t id);
   void AbortChannel(Channel* ch);
+  // fast path (any thread)
+  void Connect(Relay* r);
+  void AddListener(Listener* l);
+  void CloseListener(Listener* l);  // waits until the loop has closed it
+  void AbortFast(FastChannel* ch);
 
  private:
   void PostLocked(const Cmd& c);
@@ -1001,8 +1111,20 @@ class Loop {
   int Step(Relay* r, int d, int* budget);
   void Fail(Relay* r, int end);
   void Close(Relay* r, int end);
+  bool TakePipe(Relay* r, Pipe* out, Failure* f);
+  void GivePipe(Relay* r, Pipe* p, bool empty);
+  // fast path
+  void OnAccept(Listener* l);
+  void StartConnect(Relay* r);
+  void Connected(Relay* r);
+  void ExpireConnects(int64_t now);
+  int TimeoutMs();
 
   int index_;
+  std::vector<Pipe> pool_;
+  // Fast-path relays connecting upstream, by deadline (one timeout for all: FIFO order).
+  std::deque<std::pair<int64_t, uint64_t>> connecting_;
+  std::vector<Listener*> listeners_;
   int ep_ = -1;
   int wake_ = -1;
   std::vector<Cmd> cmds_;
@@ -1014,7 +1136,8 @@ struct Engine {
   std::mutex mu;  // loops
   Loop* loops[kMaxLoops] = {};
   int nloops = 1;
-  std::atomic<uint64_t> nextId{1};
+  std::atomic<uint64_t> nextSeq{1};
+  std::atomic<int64_t> connectTimeoutMs{10000};  // fast path upstream connects
   PipePool pool;
   Stats stats;
 
@@ -1031,9 +1154,18 @@ struct Engine {
     }
   }
 
+  // Relay ids name their loop: id % kMaxLoops.
+  uint64_t NewId(int loop) { return nextSeq.fetch_add(1, std::memory_order_relaxed) * kMaxLoops + static_cast<uint64_t>(loop); }
+  // spliceRelay spreads its relays over the loops round-robin.
+  uint64_t NewId() {
+    uint64_t seq = nextSeq.fetch_add(1, std::memory_order_relaxed);
+    return seq * kMaxLoops + seq % static_cast<uint64_t>(nloops);
+  }
+
   // The loop of a relay id, started if needed; nullptr with *err set if it cannot start.
-  Loop* LoopFor(uint64_t id, int* err) {
-    int i = static_cast<int>(id % static_cast<uint64_t>(nloops));
+  Loop* LoopFor(uint64_t id, int* err) { return LoopAt(static_cast<int>(id % kMaxLoops), err); }
+
+  Loop* LoopAt(int i, int* err) {
     std::lock_guard<std::mutex> lock(mu);
     if (loops[i] == nullptr) {
       auto* l = new Loop(i);
@@ -1050,7 +1182,7 @@ struct Engine {
   std::vector<Loop*> Started() {
     std::lock_guard<std::mutex> lock(mu);
     std::vector<Loop*> out;
-    for (int i = 0; i < nloops; i++)
+    for (int i = 0; i < kMaxLoops; i++)
       if (loops[i] != nullptr) out.push_back(loops[i]);
     return out;
   }
@@ -1067,17 +1199,18 @@ inline void Count(Relay* r, uint64_t n = 1) {
   TheEngine().stats.syscalls.fetch_add(n, std::memory_order_relaxed);
 }
 
-// A pipe for one direction: from the pool, else a new non-blocking one.
-bool TakePipe(Relay* r, Pipe* out, Failure* f) {
+// A pipe for one direction: from the loop's pool, else a new non-blocking one. Pipes are
+// held only while a direction has bytes to move (taken before reading from the source, given
+// back once empty and the source has nothing more for now): an idle flow holds no pipe, just
+// its two sockets, and a loop's pool serves all its flows without locking.
+bool Loop::TakePipe(Relay* r, Pipe* out, Failure* f) {
   Engine& e = TheEngine();
-  {
-    std::lock_guard<std::mutex> lock(e.pool.mu);
-    if (!e.pool.free.empty()) {
-      *out = e.pool.free.back();
-      e.pool.free.pop_back();
-      e.stats.pipesReused.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
+  if (!pool_.empty()) {
+    *out = pool_.back();
+    pool_.pop_back();
+    e.stats.pipesReused.fetch_add(1, std::memory_order_relaxed);
+    e.stats.pipesPooled.fetch_sub(1, std::memory_order_relaxed);
+    return true;
   }
   int fds[2];
   Count(r);
@@ -1096,17 +1229,15 @@ bool TakePipe(Relay* r, Pipe* out, Failure* f) {
   return true;
 }
 
-// Returns an EMPTY pipe to the pool, or closes it (full pool, or bytes still in it).
-void GivePipe(Relay* r, Pipe* p, bool empty) {
+// Returns an EMPTY pipe to the loop's pool, or closes it (full pool, or bytes still in it).
+void Loop::GivePipe(Relay* r, Pipe* p, bool empty) {
   if (p->r < 0) return;
   Engine& e = TheEngine();
-  if (empty) {
-    std::lock_guard<std::mutex> lock(e.pool.mu);
-    if (e.pool.free.size() < kPoolMax) {
-      e.pool.free.push_back(*p);
-      *p = Pipe{};
-      return;
-    }
+  if (empty && pool_.size() < kPoolMax) {
+    pool_.push_back(*p);
+    e.stats.pipesPooled.fetch_add(1, std::memory_order_relaxed);
+    *p = Pipe{};
+    return;
   }
   Count(r, 2);
   close(p->r);
@@ -1117,6 +1248,15 @@ void GivePipe(Relay* r, Pipe* p, bool empty) {
 // ---- completion -----------------------------------------------------------------------------
 
 void Deliver(Relay* r, int end) {
+  if (r->fast != nullptr) {
+    FastChannel* ch = r->fast;
+    std::lock_guard<std::mutex> lock(ch->mu);
+    if (ch->closed) return;
+    ch->done.push_back(FastDone{r->tag, end, r->error, r->dir[0].bytes.load(std::memory_order_relaxed),
+                                r->dir[1].bytes.load(std::memory_order_relaxed), r->syscalls});
+    ch->NotifyLocked();
+    return;
+  }
   auto* c = new Completion{r->id, end, r->dir[0].bytes.load(std::memory_order_relaxed),
                            r->dir[1].bytes.load(std::memory_order_relaxed), r->syscalls};
   Channel* ch = r->channel.get();
@@ -1197,6 +1337,52 @@ void Loop::AbortChannel(Channel* ch) {
   PostLocked(Cmd{kAbortChannel, nullptr, 0, ch});
 }
 
+void Loop::Connect(Relay* r) {
+  std::lock_guard<std::mutex> lock(mu);
+  relays.emplace(r->id, r);
+  PostLocked(Cmd{kConnect, r, r->id, nullptr});
+}
+
+void Loop::AddListener(Listener* l) {
+  std::lock_guard<std::mutex> lock(mu);
+  Cmd c{kAddListener, nullptr, 0, nullptr};
+  c.listener = l;
+  PostLocked(c);
+}
+
+void Loop::CloseListener(Listener* l) {
+  std::promise<void> done;
+  std::future<void> f = done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    Cmd c{kCloseListener, nullptr, 0, nullptr};
+    c.listener = l;
+    c.done = &done;
+    PostLocked(c);
+  }
+  f.wait();  // the loop only has to close one fd: microseconds
+}
+
+void Loop::AbortFast(FastChannel* ch) {
+  std::lock_guard<std::mutex> lock(mu);
+  Cmd c{kAbortFast, nullptr, 0, nullptr};
+  c.fast = ch;
+  PostLocked(c);
+}
+
+// How long epoll_wait may sleep: 0 with relays queued for another turn, else until the first
+// connect deadline or paused listener, else forever.
+int Loop::TimeoutMs() {
+  if (!again_.empty()) return 0;
+  int64_t next = -1;
+  if (!connecting_.empty()) next = connecting_.front().first;
+  for (Listener* l : listeners_)
+    if (l->paused && (next < 0 || l->resumeAt < next)) next = l->resumeAt;
+  if (next < 0) return -1;
+  int64_t wait = next - NowMs();
+  return wait <= 0 ? 0 : static_cast<int>(std::min<int64_t>(wait, 60000));
+}
+
 void Loop::Run() {
   sigset_t all;
   sigfillset(&all);
@@ -1207,12 +1393,13 @@ void Loop::Run() {
   epoll_event evs[kMaxEvents];
   std::vector<Relay*> batch;
   for (;;) {
-    int n = epoll_wait(ep_, evs, kMaxEvents, again_.empty() ? -1 : 0);
+    int n = epoll_wait(ep_, evs, kMaxEvents, TimeoutMs());
     stats.wakeups.fetch_add(1, std::memory_order_relaxed);
     stats.syscalls.fetch_add(1, std::memory_order_relaxed);
     if (n < 0) n = 0;  // EINTR (signals are blocked here, so in practice never)
     for (int i = 0; i < n; i++) {
-      if (evs[i].data.ptr == nullptr) {
+      auto* item = static_cast<EpollItem*>(evs[i].data.ptr);
+      if (item == nullptr) {
         uint64_t v;
         ssize_t rd = read(wake_, &v, sizeof v);
         (void)rd;
@@ -1220,7 +1407,11 @@ void Loop::Run() {
         RunCommands();
         continue;
       }
-      auto* s = static_cast<Side*>(evs[i].data.ptr);
+      if (item->kind == EpollItem::kListener) {
+        OnAccept(static_cast<Listener*>(item));
+        continue;
+      }
+      auto* s = static_cast<Side*>(item);
       if (!s->relay->finished) OnEvent(s, evs[i].events);
     }
     // Relays that used up their budget last turn, after everyone else had a turn.
@@ -1230,6 +1421,19 @@ void Loop::Run() {
       if (!r->finished) Pump(r);
     }
     batch.clear();
+    if (!connecting_.empty() || !listeners_.empty()) {
+      int64_t now = NowMs();
+      ExpireConnects(now);
+      for (Listener* l : listeners_) {
+        if (!l->paused || l->resumeAt > now) continue;
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = l;
+        stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+        if (epoll_ctl(ep_, EPOLL_CTL_MOD, l->fd, &ev) == 0) l->paused = false;
+        else l->resumeAt = now + 100;
+      }
+    }
     // Freed only now: a later event of the same batch may still name a relay that ended.
     for (Relay* r : dead_) delete r;
     dead_.clear();
@@ -1242,6 +1446,7 @@ void Loop::RunCommands() {
     std::lock_guard<std::mutex> lock(mu);
     cmds.swap(cmds_);
   }
+  Stats& stats = TheEngine().stats;
   for (const Cmd& c : cmds) {
     if (c.kind == kAdd) {
       Relay* r = c.relay;
@@ -1259,6 +1464,8 @@ void Loop::RunCommands() {
       }
       // An fd that is already readable or writable gets its first event from ADD itself.
       if (!ok) Fail(r, kEndAborted);
+    } else if (c.kind == kConnect) {
+      StartConnect(c.relay);
     } else if (c.kind == kAbort) {
       Relay* r = nullptr;
       {
@@ -1267,12 +1474,37 @@ void Loop::RunCommands() {
         if (it != relays.end()) r = it->second;
       }
       if (r != nullptr && !r->finished) Fail(r, kEndAborted);
+    } else if (c.kind == kAddListener) {
+      Listener* l = c.listener;
+      epoll_event ev{};
+      ev.events = EPOLLIN;  // level-triggered: a batch limit leaves the rest for the next turn
+      ev.data.ptr = l;
+      stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+      if (epoll_ctl(ep_, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
+        l->paused = true;  // retried by the resume check
+        l->resumeAt = NowMs() + 100;
+      }
+      listeners_.push_back(l);
+    } else if (c.kind == kCloseListener) {
+      Listener* l = c.listener;
+      for (size_t i = 0; i < listeners_.size(); i++) {
+        if (listeners_[i] != l) continue;
+        listeners_[i] = listeners_.back();
+        listeners_.pop_back();
+        break;
+      }
+      stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+      close(l->fd);  // leaves the epoll set with it (no other fd refers to it)
+      delete l;
+      c.done->set_value();
     } else {
       std::vector<Relay*> mine;
       {
         std::lock_guard<std::mutex> lock(mu);
-        for (auto& kv : relays)
-          if (kv.second->channel.get() == c.channel) mine.push_back(kv.second);
+        for (auto& kv : relays) {
+          Relay* r = kv.second;
+          if (c.kind == kAbortChannel ? r->channel.get() == c.channel : r->fast == c.fast) mine.push_back(r);
+        }
       }
       for (Relay* r : mine)
         if (!r->finished) Fail(r, kEndAborted);
@@ -1280,8 +1512,218 @@ void Loop::RunCommands() {
   }
 }
 
+// Accepts what the listener has (up to a batch), reads each connection's original destination
+// (its local address, under TPROXY) and hands the batch to JS for verdicts in one push.
+void Loop::OnAccept(Listener* l) {
+  Stats& stats = TheEngine().stats;
+  PendingConn batch[kAcceptBatch];
+  int n = 0;
+  for (int i = 0; i < kAcceptBatch; i++) {
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    int fd = accept4(l->fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) break;
+      stats.acceptErrors.fetch_add(1, std::memory_order_relaxed);
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of fds or memory: a level-triggered listener would wake us at once again. Stop
+        // polling it for a while; the kernel keeps the queued connections (up to the backlog).
+        epoll_event ev{};
+        ev.data.ptr = l;
+        stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+        epoll_ctl(ep_, EPOLL_CTL_MOD, l->fd, &ev);
+        l->paused = true;
+        l->resumeAt = NowMs() + 100;
+      }
+      break;
+    }
+    sockaddr_storage local{};
+    socklen_t llen = sizeof local;
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    PendingConn& p = batch[n];
+    p = PendingConn{};
+    p.fd = fd;
+    p.loop = index_;
+    p.syscalls = 2;
+    bool ok = getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) == 0 && peer.ss_family == local.ss_family;
+    if (ok && peer.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&peer);
+      auto* b = reinterpret_cast<sockaddr_in*>(&local);
+      p.family = 4;
+      p.src[0] = ntohl(a->sin_addr.s_addr);
+      p.dst[0] = ntohl(b->sin_addr.s_addr);
+      p.srcPort = ntohs(a->sin_port);
+      p.dstPort = ntohs(b->sin_port);
+    } else if (ok && peer.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&peer);
+      auto* b = reinterpret_cast<sockaddr_in6*>(&local);
+      p.family = 6;
+      for (int k = 0; k < 4; k++) {
+        uint32_t w;
+        memcpy(&w, a->sin6_addr.s6_addr + 4 * k, 4);
+        p.src[k] = ntohl(w);
+        memcpy(&w, b->sin6_addr.s6_addr + 4 * k, 4);
+        p.dst[k] = ntohl(w);
+      }
+      p.srcPort = ntohs(a->sin6_port);
+      p.dstPort = ntohs(b->sin6_port);
+    } else {
+      ok = false;
+    }
+    if (!ok) {  // cannot be decided: refused (reset)
+      linger lg{1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      close(fd);
+      stats.syscalls.fetch_add(2, std::memory_order_relaxed);
+      stats.acceptErrors.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    n++;
+  }
+  if (n == 0) return;
+  stats.accepted.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  FastChannel* ch = l->channel;
+  int refused = 0;
+  {
+    std::lock_guard<std::mutex> lock(ch->mu);
+    for (int i = 0; i < n; i++) {
+      if (!ch->closed && ch->pending.size() < kMaxPendingConns) {
+        ch->pending.push_back(batch[i]);
+      } else {
+        batch[refused++] = batch[i];  // JS is not keeping up (or gone): refuse, never allow
+      }
+    }
+    if (refused < n) ch->NotifyLocked();
+  }
+  for (int i = 0; i < refused; i++) {
+    linger lg{1, 0};
+    setsockopt(batch[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(batch[i].fd);
+  }
+  if (refused > 0) {
+    stats.refusedBacklog.fetch_add(static_cast<uint64_t>(refused), std::memory_order_relaxed);
+    stats.syscalls.fetch_add(2 * static_cast<uint64_t>(refused), std::memory_order_relaxed);
+  }
+}
+
+// The upstream connection of an allowed fast-path flow: transparent from the client's address
+// and port (or a plain one from the node, when the node itself is the destination), non-blocking.
+// The client socket is registered only once the upstream is connected, so nothing is read from
+// the client before there is somewhere to send it.
+void Loop::StartConnect(Relay* r) {
+  ConnectTarget& t = *r->target;
+  Failure f;
+  bool inProgress = false;
+  // The client's port is kept when possible; if it is taken on this host (another flow from
+  // the same client port, a TIME_WAIT), the connect is made once more from any port.
+  for (int attempt = 0; attempt < 2; attempt++) {
+    f = Failure{};
+    Count(r);
+    int fd = socket(t.family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) f = Failure{errno, "socket", ""};
+    r->side[1].fd = fd;
+    r->side[1].exclusive = true;
+    if (!f && !t.fromNode) {
+      Count(r, 3);
+      f = SetTransparent(fd, t.family);
+      if (!f) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+      if (!f && bind(fd, t.src.sa(), t.src.len) != 0) f = Failure{errno, "bind", ""};
+    }
+    if (!f) {
+      int rc;
+      Count(r);
+      do {
+        rc = connect(fd, t.dst.sa(), t.dst.len);
+      } while (rc != 0 && errno == EINTR);
+      if (rc != 0) {
+        if (errno == EINPROGRESS) inProgress = true;
+        else f = Failure{errno, "connect", ""};
+      }
+    }
+    bool portTaken = f && (f.err == EADDRINUSE || f.err == EADDRNOTAVAIL) && !t.fromNode;
+    if (!portTaken || attempt == 1) break;
+    Count(r);
+    close(fd);
+    r->side[1].fd = -1;
+    if (t.src.ss.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&t.src.ss)->sin6_port = 0;
+    else reinterpret_cast<sockaddr_in*>(&t.src.ss)->sin_port = 0;
+  }
+  if (!f) {
+    Side& s = r->side[1];
+    s.readable = false;
+    s.writable = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    ev.data.ptr = &s;
+    Count(r);
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, s.fd, &ev) != 0) f = Failure{errno, "epoll_ctl", ""};
+    else s.registered = true;
+  }
+  if (f) {
+    r->error = f.err;
+    TheEngine().stats.connectFailures.fetch_add(1, std::memory_order_relaxed);
+    Fail(r, kEndUpstreamFailed);
+    return;
+  }
+  r->connecting = true;
+  connecting_.emplace_back(NowMs() + TheEngine().connectTimeoutMs.load(std::memory_order_relaxed), r->id);
+  (void)inProgress;  // connected at once or not: the first EPOLLOUT edge tells (OnEvent)
+}
+
+// The upstream connect finished (first event on it while connecting): the relay starts.
+void Loop::Connected(Relay* r) {
+  r->connecting = false;
+  r->target.reset();
+  Side& c = r->side[0];
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+  ev.data.ptr = &c;
+  Count(r);
+  if (epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev) != 0) {
+    Fail(r, kEndAborted);
+    return;
+  }
+  c.registered = true;  // ADD reports what the client has already sent (EPOLLIN) right away
+}
+
+void Loop::ExpireConnects(int64_t now) {
+  while (!connecting_.empty() && connecting_.front().first <= now) {
+    uint64_t id = connecting_.front().second;
+    connecting_.pop_front();
+    Relay* r = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = relays.find(id);
+      if (it != relays.end()) r = it->second;
+    }
+    if (r == nullptr || r->finished || !r->connecting) continue;
+    r->error = ETIMEDOUT;
+    TheEngine().stats.connectTimeouts.fetch_add(1, std::memory_order_relaxed);
+    Fail(r, kEndUpstreamFailed);
+  }
+}
+
 void Loop::OnEvent(Side* s, uint32_t events) {
   Relay* r = s->relay;
+  if (r->connecting) {
+    if (s != &r->side[1]) return;
+    // The connect's outcome: writable and no error = connected; an error (refused, unreachable,
+    // reset) fails the flow, the client gets a reset.
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    Count(r);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) soerr = errno;
+    if (soerr != 0 || (events & (EPOLLERR | EPOLLHUP)) != 0) {
+      r->error = soerr != 0 ? soerr : ECONNRESET;
+      TheEngine().stats.connectFailures.fetch_add(1, std::memory_order_relaxed);
+      Fail(r, kEndUpstreamFailed);
+      return;
+    }
+    if ((events & EPOLLOUT) == 0) return;
+    Connected(r);
+    if (r->finished) return;
+  }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->readable = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s->writable = true;
   // Bytes that arrived before an RST are still relayed (as Node reads them before the error).
@@ -1349,7 +1791,14 @@ int Loop::Step(Relay* r, int d, int* budget) {
       return -1;
     }
   }
-  if (!dir.eof && src.readable && dir.inPipe < dir.pipe.cap) {
+  if (!dir.eof && src.readable && (dir.pipe.r < 0 || dir.inPipe < dir.pipe.cap)) {
+    if (dir.pipe.r < 0) {
+      Failure f;
+      if (!TakePipe(r, &dir.pipe, &f)) {  // EMFILE/ENFILE: this flow cannot go on
+        Fail(r, kEndAborted);
+        return -1;
+      }
+    }
     Count(r);
     stats.spliceCalls.fetch_add(1, std::memory_order_relaxed);
     (*budget)--;
@@ -1392,6 +1841,8 @@ int Loop::Step(Relay* r, int d, int* budget) {
     dir.shut = true;  // the other direction goes on
     changed = true;
   }
+  // Nothing in flight and nothing to read for now: the pipe goes back to the pool.
+  if (dir.pipe.r >= 0 && dir.inPipe == 0 && (dir.eof || !src.readable)) GivePipe(r, &dir.pipe, true);
   return changed ? 1 : 0;
 }
 
@@ -1400,8 +1851,9 @@ int Loop::Step(Relay* r, int d, int* budget) {
 void Loop::Fail(Relay* r, int end) {
   linger lg{1, 0};
   for (int i = 0; i < 2; i++) {
-    bool reset = end == kEndAborted || (end == kEndResetClient && i == 1) || (end == kEndResetUpstream && i == 0);
-    if (!reset) continue;
+    bool reset = end == kEndAborted || (end == kEndResetClient && i == 1) ||
+                 ((end == kEndResetUpstream || end == kEndUpstreamFailed) && i == 0);
+    if (!reset || r->side[i].fd < 0) continue;
     Count(r);
     setsockopt(r->side[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
@@ -1422,8 +1874,10 @@ void Loop::Close(Relay* r, int end) {
       Count(r);
       epoll_ctl(ep_, EPOLL_CTL_DEL, s.fd, nullptr);
     }
-    Count(r);
-    close(s.fd);
+    if (s.fd >= 0) {
+      Count(r);
+      close(s.fd);
+    }
     s.fd = -1;
   }
   for (Dir& d : r->dir) GivePipe(r, &d.pipe, d.inPipe == 0);
@@ -1505,7 +1959,7 @@ Napi::Value SpliceRelay(const Napi::CallbackInfo& info) {
   auto* data = env.GetInstanceData<AddonData>();
   EnsureChannel(env, data);
   Engine& eng = TheEngine();
-  uint64_t id = eng.nextId.fetch_add(1, std::memory_order_relaxed);
+  uint64_t id = eng.NewId();
   int loopErr = 0;
   Loop* loop = eng.LoopFor(id, &loopErr);
   if (loop == nullptr) {
@@ -1538,12 +1992,10 @@ Napi::Value SpliceRelay(const Napi::CallbackInfo& info) {
     Count(r.get());
     if (ioctl(r->side[i].fd, FIONBIO, &one) != 0) f = Failure{errno, "ioctl", "FIONBIO"};
   }
-  for (int d = 0; d < 2 && !f; d++) TakePipe(r.get(), &r->dir[d].pipe, &f);
   if (f) {
     // Nothing passes to the engine: close what this call opened, never the caller's fds.
     for (int i = 0; i < 2; i++)
       if (!own[i] && r->side[i].fd >= 0) close(r->side[i].fd);
-    for (Dir& d : r->dir) GivePipe(r.get(), &d.pipe, true);
     eng.stats.startFailures.fetch_add(1, std::memory_order_relaxed);
     throw SysError(env, f.err, call, f.syscall, f.detail);
   }
@@ -1619,14 +2071,418 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
   put("pipesCreated", s.pipesCreated);
   put("pipesReused", s.pipesReused);
   put("startFailures", s.startFailures);
-  size_t pooled;
-  {
-    std::lock_guard<std::mutex> lock(e.pool.mu);
-    pooled = e.pool.free.size();
-  }
-  o.Set("pipesPooled", Napi::Number::New(env, static_cast<double>(pooled)));
+  put("pipesPooled", s.pipesPooled);
+  put("accepted", s.accepted);
+  put("acceptErrors", s.acceptErrors);
+  put("refusedBacklog", s.refusedBacklog);
+  put("connectFailures", s.connectFailures);
+  put("connectTimeouts", s.connectTimeouts);
   o.Set("threads", Napi::Number::New(env, static_cast<double>(e.Started().size())));
   return o;
+}
+
+// ---- the fast path: JS side -----------------------------------------------------------------
+//
+//   fastOpen(onWork, {connectTimeoutMs})
+//       Sets up this environment's fast path: onWork() is called (no arguments) whenever accepted
+//       connections wait for verdicts or relays have ended; it drains both with the calls below.
+//   fastListen(family, address, port, backlog, threads) -> {id, port}
+//       A transparent listener group: `threads` sockets bound to one address and port with
+//       SO_REUSEPORT (and IP_TRANSPARENT, SO_REUSEADDR, IPV6_V6ONLY), socket i accepted by engine
+//       loop i. The kernel picks the member of a new connection by a hash of its addresses, also
+//       for TPROXY's listener lookup, so connections spread over the loops (cores).
+//   fastListenerClose(id)           closes the group (returns once every loop has closed its socket)
+//   fastTakePending(Uint32Array) -> n
+//       Moves up to length/12 accepted connections out of the queue, 12 words each:
+//       [slot, family, src0, src1, src2, src3, dst0, dst1, dst2, dst3, srcPort, dstPort]
+//       (addresses as the decision core stores them; dst is the original destination).
+//   fastVerdicts(Float64Array, n)
+//       n records of 4: [slot, action, tag, id]. action 0: refuse (RST, at once, on this thread);
+//       1: relay, upstream transparent from the client's address and port; 2: relay, upstream
+//       plain from the node (the destination is the node itself). tag: the caller's name for the
+//       flow, given back in its completion. id is written back (relays: the relay id for
+//       fastAbort; 0 otherwise).
+//   fastTakeDone(Float64Array) -> n
+//       Ended relays, 6 numbers each: [tag, end, errno, bytesToServer, bytesToClient, syscalls],
+//       end as spliceRelay's plus 4 = the upstream connect failed (errno says why; the client
+//       was reset).
+//   fastAbort(id) -> boolean        resets both sides (a policy change); false if it has ended
+//   fastProgress() -> Float64Array  [tag, bytesToServer, bytesToClient, ...] of live relays whose
+//       totals changed since the last call
+//
+// Per connection this costs JS one decision and a few typed-array reads and writes; the
+// threadsafe-function wakeup and the native calls are per batch.
+
+struct FastState {
+  FastChannel* channel = nullptr;
+  std::vector<PendingConn> slab;  // taken by JS, awaiting its verdict (JS thread only)
+  std::vector<uint32_t> freeSlots;
+  std::unordered_map<uint32_t, std::vector<Listener*>> listeners;
+  uint32_t nextListener = 1;
+  uint64_t live = 0;  // relays handed to loops and not yet taken as done
+  bool referenced = false;
+};
+
+void FastUpdateRef(napi_env env, FastState* st) {
+  bool want = !st->listeners.empty() || st->live > 0;
+  if (want == st->referenced || st->channel == nullptr || st->channel->tsfn == nullptr) return;
+  if (want) napi_ref_threadsafe_function(env, st->channel->tsfn);
+  else napi_unref_threadsafe_function(env, st->channel->tsfn);
+  st->referenced = want;
+}
+
+void FastCallJs(napi_env env, napi_value js_cb, void* context, void* /*data*/) {
+  if (env == nullptr || js_cb == nullptr) return;
+  auto* ad = static_cast<AddonData*>(context);
+  if (ad->tearingDown || ad->fast == nullptr) return;
+  FastChannel* ch = ad->fast->channel;
+  {
+    std::lock_guard<std::mutex> lock(ch->mu);
+    ch->notified = false;  // anything pushed from now on wakes JS again
+  }
+  FromLoop(env, [&] {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_value result;
+    napi_call_function(env, undefined, js_cb, 0, nullptr, &result);
+  });
+}
+
+void FinalizeFast(napi_env /*env*/, void* finalizeData, void* /*hint*/) {
+  auto* ch = static_cast<FastChannel*>(finalizeData);
+  std::lock_guard<std::mutex> lock(ch->mu);
+  ch->closed = true;
+  ch->tsfn = nullptr;
+}
+
+FastState* FastOf(Napi::Env env, const std::string& call) {
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data->fast == nullptr) throw Napi::Error::New(env, call + ": fastOpen() was not called");
+  return data->fast;
+}
+
+Napi::Value FastOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastOpen";
+  if (info.Length() < 2) ThrowTypeError(env, call + ": expected (onWork, options)");
+  Napi::Function onWork = ArgFunction(env, info[0], call, "onWork");
+  Napi::Object o = ArgObject(env, info[1], call, "options");
+  int64_t timeout = ArgInt(env, o.Get("connectTimeoutMs"), call, "connectTimeoutMs", 1, 2147483647LL);
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data->fast != nullptr) throw Napi::Error::New(env, call + ": already open in this environment");
+  TheEngine().connectTimeoutMs.store(timeout);
+  auto* ch = new FastChannel();
+  napi_value name;
+  napi_create_string_utf8(env, "netpold:fastPath", NAPI_AUTO_LENGTH, &name);
+  napi_threadsafe_function tsfn = nullptr;
+  if (napi_create_threadsafe_function(env, onWork, nullptr, name, 0, 1, ch, FinalizeFast, data, FastCallJs, &tsfn) !=
+      napi_ok) {
+    delete ch;
+    throw Napi::Error::New(env, call + ": napi_create_threadsafe_function failed");
+  }
+  napi_unref_threadsafe_function(env, tsfn);
+  ch->tsfn = tsfn;
+  data->fast = new FastState();
+  data->fast->channel = ch;
+  return env.Undefined();
+}
+
+Napi::Value FastListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastListen";
+  if (info.Length() < 5) ThrowTypeError(env, call + ": expected (family, address, port, backlog, threads)");
+  int family = ArgFamily(env, info[0], call);
+  std::string address = ArgString(env, info[1], call, "address");
+  int port = static_cast<int>(ArgInt(env, info[2], call, "port", 0, 65535));
+  int backlog = static_cast<int>(ArgInt(env, info[3], call, "backlog", 1, 65535));
+  int threads = static_cast<int>(ArgInt(env, info[4], call, "threads", 1, kMaxLoops));
+  FastState* st = FastOf(env, call);
+  SockAddr addr = ArgAddress(env, family, address, port, call, "address");
+  std::vector<int> fds;
+  auto fail = [&](int err, const std::string& syscall, const std::string& detail) {
+    for (int fd : fds) close(fd);
+    throw SysError(env, err, call, syscall, detail, "on " + Describe(addr));
+  };
+  for (int i = 0; i < threads; i++) {
+    int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail(errno, "socket", "");
+    fds.push_back(fd);
+    Failure f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+    if (!f) f = SetInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
+    if (!f && family == 6) f = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+    if (!f) f = SetTransparent(fd, family);
+    if (f) fail(f.err, f.syscall, f.detail);
+    if (bind(fd, addr.sa(), addr.len) != 0) fail(errno, "bind", "");
+    if (i == 0 && port == 0) {  // the others join the port the first one got
+      sockaddr_storage got{};
+      socklen_t len = sizeof got;
+      if (getsockname(fd, reinterpret_cast<sockaddr*>(&got), &len) != 0) fail(errno, "getsockname", "");
+      port = ntohs(family == 6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                               : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+      if (family == 6) reinterpret_cast<sockaddr_in6*>(&addr.ss)->sin6_port = htons(static_cast<uint16_t>(port));
+      else reinterpret_cast<sockaddr_in*>(&addr.ss)->sin_port = htons(static_cast<uint16_t>(port));
+    }
+    if (listen(fd, backlog) != 0) fail(errno, "listen", "");
+  }
+  std::vector<Loop*> loops;
+  for (int i = 0; i < threads; i++) {
+    int err = 0;
+    Loop* l = TheEngine().LoopAt(i, &err);
+    if (l == nullptr) fail(err, "epoll_create1", "starting an engine loop");
+    loops.push_back(l);
+  }
+  uint32_t id = st->nextListener++;
+  std::vector<Listener*>& group = st->listeners[id];
+  for (int i = 0; i < threads; i++) {
+    auto* l = new Listener();
+    l->fd = fds[static_cast<size_t>(i)];
+    l->family = family;
+    l->channel = st->channel;
+    group.push_back(l);
+    loops[static_cast<size_t>(i)]->AddListener(l);
+  }
+  FastUpdateRef(env, st);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("id", Napi::Number::New(env, id));
+  out.Set("port", Napi::Number::New(env, port));
+  return out;
+}
+
+void CloseGroup(std::vector<Listener*>& group) {
+  Engine& e = TheEngine();
+  for (size_t i = 0; i < group.size(); i++) {
+    int err = 0;
+    Loop* l = e.LoopAt(static_cast<int>(i), &err);  // started already (fastListen)
+    if (l != nullptr) l->CloseListener(group[i]);
+  }
+  group.clear();
+}
+
+Napi::Value FastListenerClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastListenerClose";
+  if (info.Length() < 1) ThrowTypeError(env, call + ": expected (id)");
+  auto id = static_cast<uint32_t>(ArgInt(env, info[0], call, "id", 1, UINT32_MAX));
+  FastState* st = FastOf(env, call);
+  auto it = st->listeners.find(id);
+  if (it == st->listeners.end()) return Napi::Boolean::New(env, false);
+  CloseGroup(it->second);
+  st->listeners.erase(it);
+  FastUpdateRef(env, st);
+  return Napi::Boolean::New(env, true);
+}
+
+constexpr size_t kPendingWords = 12;
+
+Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastTakePending";
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    ThrowTypeError(env, call + ": expected (Uint32Array)");
+  Napi::Uint32Array buf = info[0].As<Napi::Uint32Array>();
+  FastState* st = FastOf(env, call);
+  size_t max = buf.ElementLength() / kPendingWords;
+  uint32_t* out = buf.Data();
+  FastChannel* ch = st->channel;
+  size_t n = 0;
+  std::lock_guard<std::mutex> lock(ch->mu);
+  size_t take = std::min(max, ch->pending.size());
+  for (; n < take; n++) {
+    const PendingConn& p = ch->pending[n];
+    uint32_t slot;
+    if (!st->freeSlots.empty()) {
+      slot = st->freeSlots.back();
+      st->freeSlots.pop_back();
+      st->slab[slot] = p;
+    } else {
+      slot = static_cast<uint32_t>(st->slab.size());
+      st->slab.push_back(p);
+    }
+    uint32_t* w = out + n * kPendingWords;
+    w[0] = slot;
+    w[1] = static_cast<uint32_t>(p.family);
+    for (int k = 0; k < 4; k++) {
+      w[2 + k] = p.src[k];
+      w[6 + k] = p.dst[k];
+    }
+    w[10] = p.srcPort;
+    w[11] = p.dstPort;
+  }
+  ch->pending.erase(ch->pending.begin(), ch->pending.begin() + static_cast<std::ptrdiff_t>(n));
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+SockAddr WordsToAddr(int family, const uint32_t* w, uint16_t port) {
+  SockAddr a;
+  if (family == 6) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    for (int k = 0; k < 4; k++) {
+      uint32_t v = htonl(w[k]);
+      memcpy(s6->sin6_addr.s6_addr + 4 * k, &v, 4);
+    }
+    a.len = sizeof(sockaddr_in6);
+  } else {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    s4->sin_addr.s_addr = htonl(w[0]);
+    a.len = sizeof(sockaddr_in);
+  }
+  return a;
+}
+
+Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastVerdicts";
+  if (info.Length() < 2 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    ThrowTypeError(env, call + ": expected (Float64Array, n)");
+  Napi::Float64Array buf = info[0].As<Napi::Float64Array>();
+  size_t n = static_cast<size_t>(ArgInt(env, info[1], call, "n", 0, static_cast<int64_t>(buf.ElementLength() / 4)));
+  FastState* st = FastOf(env, call);
+  Engine& eng = TheEngine();
+  double* rec = buf.Data();
+  for (size_t i = 0; i < n; i++, rec += 4) {
+    double slotD = rec[0];
+    if (!(slotD >= 0) || slotD >= static_cast<double>(st->slab.size()) || st->slab[static_cast<size_t>(slotD)].fd < 0)
+      ThrowTypeError(env, call + ": record " + std::to_string(i) + " names no pending connection");
+    PendingConn p = st->slab[static_cast<size_t>(slotD)];
+    st->slab[static_cast<size_t>(slotD)].fd = -1;
+    st->freeSlots.push_back(static_cast<uint32_t>(slotD));
+    int action = static_cast<int>(rec[1]);
+    rec[3] = 0;
+    int err = 0;
+    Loop* loop = action == 1 || action == 2 ? eng.LoopAt(p.loop, &err) : nullptr;
+    if (loop == nullptr) {  // refused (or, never in practice, its loop is gone)
+      linger lg{1, 0};
+      setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      close(p.fd);
+      eng.stats.syscalls.fetch_add(2, std::memory_order_relaxed);
+      continue;
+    }
+    auto* r = new Relay();
+    r->id = eng.NewId(p.loop);
+    r->fast = st->channel;
+    r->tag = static_cast<uint32_t>(rec[2]);
+    r->syscalls = p.syscalls;
+    for (Side& s : r->side) s.relay = r;
+    r->side[0].fd = p.fd;
+    r->side[0].exclusive = true;
+    r->target = std::make_unique<ConnectTarget>();
+    r->target->family = p.family;
+    r->target->fromNode = action == 2;
+    r->target->src = WordsToAddr(p.family, p.src, p.srcPort);
+    r->target->dst = WordsToAddr(p.family, p.dst, p.dstPort);
+    rec[3] = static_cast<double>(r->id);
+    eng.stats.started.fetch_add(1, std::memory_order_relaxed);
+    eng.stats.active.fetch_add(1, std::memory_order_relaxed);
+    st->live++;
+    loop->Connect(r);
+  }
+  FastUpdateRef(env, st);
+  return env.Undefined();
+}
+
+constexpr size_t kDoneWords = 6;
+
+Napi::Value FastTakeDone(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastTakeDone";
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    ThrowTypeError(env, call + ": expected (Float64Array)");
+  Napi::Float64Array buf = info[0].As<Napi::Float64Array>();
+  FastState* st = FastOf(env, call);
+  size_t max = buf.ElementLength() / kDoneWords;
+  double* out = buf.Data();
+  FastChannel* ch = st->channel;
+  size_t n;
+  {
+    std::lock_guard<std::mutex> lock(ch->mu);
+    n = std::min(max, ch->done.size());
+    for (size_t i = 0; i < n; i++) {
+      const FastDone& d = ch->done[i];
+      double* w = out + i * kDoneWords;
+      w[0] = d.tag;
+      w[1] = d.end;
+      w[2] = d.error;
+      w[3] = static_cast<double>(d.toServer);
+      w[4] = static_cast<double>(d.toClient);
+      w[5] = static_cast<double>(d.syscalls);
+    }
+    ch->done.erase(ch->done.begin(), ch->done.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  st->live -= std::min<uint64_t>(st->live, n);
+  FastUpdateRef(env, st);
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+Napi::Value FastAbort(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "fastAbort";
+  if (info.Length() < 1) ThrowTypeError(env, call + ": expected (id)");
+  auto id = static_cast<uint64_t>(ArgInt(env, info[0], call, "id", 1, (1LL << 53)));
+  FastOf(env, call);
+  int err = 0;
+  Loop* loop = TheEngine().LoopFor(id, &err);
+  if (loop == nullptr) return Napi::Boolean::New(env, false);
+  {
+    std::lock_guard<std::mutex> lock(loop->mu);
+    if (loop->relays.find(id) == loop->relays.end()) return Napi::Boolean::New(env, false);
+  }
+  loop->Abort(id);
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value FastProgress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  FastState* st = FastOf(env, "fastProgress");
+  std::vector<double> out;
+  if (st->live > 0) {
+    for (Loop* l : TheEngine().Started()) {
+      std::lock_guard<std::mutex> lock(l->mu);
+      for (auto& kv : l->relays) {
+        Relay* r = kv.second;
+        if (r->fast != st->channel) continue;
+        uint64_t a = r->dir[0].bytes.load(std::memory_order_relaxed);
+        uint64_t b = r->dir[1].bytes.load(std::memory_order_relaxed);
+        if (a == r->dir[0].reported && b == r->dir[1].reported) continue;
+        r->dir[0].reported = a;
+        r->dir[1].reported = b;
+        out.push_back(static_cast<double>(r->tag));
+        out.push_back(static_cast<double>(a));
+        out.push_back(static_cast<double>(b));
+      }
+    }
+  }
+  Napi::Float64Array arr = Napi::Float64Array::New(env, out.size());
+  if (!out.empty()) memcpy(arr.Data(), out.data(), out.size() * sizeof(double));
+  return arr;
+}
+
+// Environment teardown: listeners closed, queued connections refused, relays aborted, and no
+// completion delivered any more.
+void FastTeardown(AddonData* data) {
+  FastState* st = data->fast;
+  if (st == nullptr) return;
+  for (auto& kv : st->listeners) CloseGroup(kv.second);
+  st->listeners.clear();
+  FastChannel* ch = st->channel;
+  {
+    std::lock_guard<std::mutex> lock(ch->mu);
+    ch->closed = true;
+    for (PendingConn& p : ch->pending) close(p.fd);
+    ch->pending.clear();
+    ch->done.clear();
+  }
+  for (PendingConn& p : st->slab)
+    if (p.fd >= 0) close(p.fd);
+  for (Loop* l : TheEngine().Started()) l->AbortFast(ch);
+  data->fast = nullptr;  // the channel stays allocated: loops may still name it
+  delete st;
 }
 
 Napi::Value TcpClose(const Napi::CallbackInfo& info) {
@@ -1674,6 +2530,7 @@ void Teardown(void* arg) {
   data->connects.clear();
   for (UdpSocket* s : data->udps) s->CloseNow();
   data->udps.clear();
+  splice::FastTeardown(data);
   splice::Teardown(data);
 }
 
@@ -1690,6 +2547,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spliceProgress", Napi::Function::New(env, splice::SpliceProgress, "spliceProgress"));
   exports.Set("spliceStats", Napi::Function::New(env, splice::SpliceStats, "spliceStats"));
   exports.Set("tcpClose", Napi::Function::New(env, splice::TcpClose, "tcpClose"));
+  exports.Set("fastOpen", Napi::Function::New(env, splice::FastOpen, "fastOpen"));
+  exports.Set("fastListen", Napi::Function::New(env, splice::FastListen, "fastListen"));
+  exports.Set("fastListenerClose", Napi::Function::New(env, splice::FastListenerClose, "fastListenerClose"));
+  exports.Set("fastTakePending", Napi::Function::New(env, splice::FastTakePending, "fastTakePending"));
+  exports.Set("fastVerdicts", Napi::Function::New(env, splice::FastVerdicts, "fastVerdicts"));
+  exports.Set("fastTakeDone", Napi::Function::New(env, splice::FastTakeDone, "fastTakeDone"));
+  exports.Set("fastAbort", Napi::Function::New(env, splice::FastAbort, "fastAbort"));
+  exports.Set("fastProgress", Napi::Function::New(env, splice::FastProgress, "fastProgress"));
   return exports;
 }
 

@@ -142,7 +142,7 @@ export async function runAgent(cfg: AgentConfig, io: Io): Promise<number> {
         phaseChanged: (phase) => log.info({ phase }, `phase: ${phase}`),
       },
     );
-    metrics.bind({ dataplane, agent, source: sourceStats, flowLog, loop, version: VERSION });
+    metrics.bind({ dataplane, agent, source: sourceStats, flowLog, loop, version: VERSION, engine: native.spliceCounters && (() => native.spliceCounters!()) });
   } catch (e) {
     return fail(e);
   }

@@ -22,6 +22,8 @@ export class FlowEntry {
   /** Snapshot revision of the last decision. */
   revision = 0;
   lastSeen = 0;
+  /** The native fast path's relay id (0: none). */
+  handle = 0;
   /** Set by the relay: closes the flow's sockets (reset for TCP). */
   close: (reason: string) => void = () => {};
 

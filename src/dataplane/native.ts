@@ -195,8 +195,70 @@ export interface SpliceCounters {
   pipesPooled: number;
   /** spliceRelay calls that threw (EMFILE, ...): the caller fell back or failed the flow. */
   startFailures: number;
-  /** Engine loop threads started (1 by default; NETPOLD_SPLICE_THREADS). */
+  /** Engine loop threads started (spliceRelay: 1 by default, NETPOLD_SPLICE_THREADS; the fast path: one per listener socket). */
   threads: number;
+  /** Fast path: connections accepted by the engine loops. */
+  accepted: number;
+  /** Fast path: accept4/getsockname failures (EMFILE... pauses the listener for 100 ms). */
+  acceptErrors: number;
+  /** Fast path: connections reset because too many were waiting for verdicts (JS not keeping up). */
+  refusedBacklog: number;
+  /** Fast path: upstream connects that failed (refused, unreachable...). */
+  connectFailures: number;
+  connectTimeouts: number;
+}
+
+/** Words per accepted connection in FastTcpPath.takePending's buffer. */
+export const FAST_PENDING_WORDS = 12;
+/** Numbers per verdict in FastTcpPath.verdicts' buffer. */
+export const FAST_VERDICT_WORDS = 4;
+/** Numbers per ended relay in FastTcpPath.takeDone's buffer. */
+export const FAST_DONE_WORDS = 6;
+
+/** FastTcpPath.verdicts actions. */
+export const FastAction = {
+  /** Refuse: the client gets an RST (TPROXY completed its handshake already). */
+  Refuse: 0,
+  /** Relay, upstream transparent from the client's address and port. */
+  Relay: 1,
+  /** Relay, upstream from the node's own address (the destination is the node itself). */
+  RelayFromNode: 2,
+} as const;
+
+/** How a fast-path relay ended (FastTcpPath.takeDone): as SpliceRelayEnd, plus UpstreamFailed. */
+export const FastEnd = {
+  Done: 0,
+  ResetClient: 1,
+  ResetUpstream: 2,
+  Aborted: 3,
+  /** The upstream connect failed (the record's errno says why); the client was reset. */
+  UpstreamFailed: 4,
+} as const;
+
+/**
+ * The TCP fast path (native/src/netpold_native.cc, "the fast path"): the addon's engine loops
+ * accept on a SO_REUSEPORT group of transparent listeners (one per loop, so on every core),
+ * read each connection's original destination, and queue it for a verdict; JS drains the
+ * queue in batches (takePending), decides, and answers in one call (verdicts); the engine then
+ * connects upstream and splices the flow; ended relays are drained in batches (takeDone). No
+ * net.Socket, JS callback or string per connection. One per process.
+ */
+export interface FastTcpPath {
+  /** Sets the function called when connections wait for verdicts or relays have ended. */
+  open(onWork: () => void, opts: { connectTimeoutMs: number }): void;
+  /** A listener group of `threads` sockets (and engine loops) on address:port. */
+  listen(family: IpFamily, address: string, port: number, backlog: number, threads: number): { id: number; port: number };
+  closeListener(id: number): void;
+  /** Fills buf with up to buf.length / FAST_PENDING_WORDS connections: [slot, family, src×4, dst×4, srcPort, dstPort]. */
+  takePending(buf: Uint32Array): number;
+  /** n records [slot, action (FastAction), tag, id←] (the relay id is written back for relays). */
+  verdicts(buf: Float64Array, n: number): void;
+  /** Fills buf with up to buf.length / FAST_DONE_WORDS ended relays: [tag, end (FastEnd), errno, bytesToServer, bytesToClient, syscalls]. */
+  takeDone(buf: Float64Array): number;
+  /** Resets both sides of a live relay; false if it has ended. */
+  abort(id: number): boolean;
+  /** [tag, bytesToServer, bytesToClient, ...] of live relays whose totals changed since the last call. */
+  progress(): Float64Array;
 }
 
 /** What the data plane needs from the kernel beyond Node's own sockets. */
@@ -232,6 +294,8 @@ export interface NativeSockets {
   spliceCounters?(): SpliceCounters;
   /** close(2) of a raw fd (from connectTransparentTcpFd), with SO_LINGER {1, 0} first when `reset` (an RST). */
   closeTcpFd?(fd: number, reset: boolean): void;
+  /** The TCP fast path (optional: the fake leaves it out and the data plane uses the listeners above). */
+  fastTcpPath?(): FastTcpPath;
 }
 
 /** The raw addon (native/src/netpold_native.cc). */
@@ -256,6 +320,14 @@ interface NativeBinding {
   spliceProgress(): Float64Array;
   spliceStats(): SpliceCounters;
   tcpClose(fd: number, reset: boolean): void;
+  fastOpen(onWork: () => void, opts: { connectTimeoutMs: number }): void;
+  fastListen(family: IpFamily, address: string, port: number, backlog: number, threads: number): { id: number; port: number };
+  fastListenerClose(id: number): boolean;
+  fastTakePending(buf: Uint32Array): number;
+  fastVerdicts(buf: Float64Array, n: number): void;
+  fastTakeDone(buf: Float64Array): number;
+  fastAbort(id: number): boolean;
+  fastProgress(): Float64Array;
 }
 
 const ADDON = join('native', 'build', 'Release', 'netpold_native.node');
@@ -423,6 +495,35 @@ class RealNativeSockets implements NativeSockets {
 
   closeTcpFd(fd: number, reset: boolean): void {
     this.b.tcpClose(fd, reset);
+  }
+
+  private fast: FastTcpPath | undefined;
+
+  fastTcpPath(): FastTcpPath {
+    if (this.fast) return this.fast;
+    const b = this.b;
+    // The addon's channel is opened once per process; open() only retargets it.
+    let handler: () => void = () => undefined;
+    let opened = false;
+    this.fast = {
+      open: (onWork, opts) => {
+        handler = onWork;
+        if (!opened) {
+          b.fastOpen(() => handler(), opts);
+          opened = true;
+        }
+      },
+      listen: (family, address, port, backlog, threads) => b.fastListen(family, address, port, backlog, threads),
+      closeListener: (id) => {
+        b.fastListenerClose(id);
+      },
+      takePending: (buf) => b.fastTakePending(buf),
+      verdicts: (buf, n) => b.fastVerdicts(buf, n),
+      takeDone: (buf) => b.fastTakeDone(buf),
+      abort: (id) => b.fastAbort(id),
+      progress: () => b.fastProgress(),
+    };
+    return this.fast;
   }
 }
 

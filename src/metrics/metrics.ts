@@ -8,6 +8,7 @@
 // or policy names; every label's values come from a small fixed set (README, "Metrics").
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { PHASES, type Phase } from '../agent/agent.js';
+import type { SpliceCounters } from '../dataplane/native.js';
 import { FLOW_PROTOCOLS, FLOW_VERDICTS, type Dataplane } from '../dataplane/dataplane.js';
 import type { FlowLog } from '../flowlog/flow-log.js';
 import type { SideStatus } from '../policy/explain.js';
@@ -48,6 +49,8 @@ export interface MetricsParts {
   readonly flowLog?: FlowLog | undefined;
   readonly loop?: LoopMonitor | undefined;
   readonly version?: string;
+  /** The native relay engine's process-wide counters (absent without the addon's splice engine). */
+  readonly engine?: (() => SpliceCounters) | undefined;
 }
 
 /** Buckets of the decision latency, in seconds: 100 ns to 10 ms. */
@@ -274,6 +277,22 @@ export class AgentMetrics {
         this.set({ source: s.kind }, Math.max(0, (Date.now() - s.lastSyncTime) / 1000));
       },
     });
+
+    // --- native relay engine (--relay splice) ---------------------------------------------------
+    const eng = (get: (c: SpliceCounters) => number) => () => {
+      const f = p()?.engine;
+      return f ? get(f()) : undefined;
+    };
+    counterFrom(registers, 'netpold_engine_accepted_total', 'TCP connections accepted by the native engine loops (fast path).', eng((c) => c.accepted));
+    counterFrom(registers, 'netpold_engine_syscalls_total', 'System calls made by the native engine (accept, connect, splice, epoll, close...): divided by accepted connections, the syscalls per connection.', eng((c) => c.syscalls));
+    counterFrom(registers, 'netpold_engine_wakeups_total', 'epoll_wait returns of the native engine loops.', eng((c) => c.wakeups));
+    counterFrom(registers, 'netpold_engine_splice_calls_total', 'splice(2) calls of the native engine.', eng((c) => c.spliceCalls));
+    counterFrom(registers, 'netpold_engine_refused_backlog_total', 'Connections reset because too many were waiting for a verdict.', eng((c) => c.refusedBacklog));
+    counterFrom(registers, 'netpold_engine_accept_errors_total', 'accept failures of the native engine (out of fds pauses a listener for 100 ms).', eng((c) => c.acceptErrors));
+    counterFrom(registers, 'netpold_engine_connect_failures_total', 'Upstream connects that failed (refused, unreachable, timed out).', eng((c) => c.connectFailures + c.connectTimeouts));
+    gaugeFrom(registers, 'netpold_engine_relays_active', 'TCP relays the native engine is running.', eng((c) => c.active));
+    gaugeFrom(registers, 'netpold_engine_pipes_pooled', 'Empty pipes pooled by the engine loops (a relay holds a pipe only while bytes are in flight).', eng((c) => c.pipesPooled));
+    gaugeFrom(registers, 'netpold_engine_threads', 'Native engine loop threads started.', eng((c) => c.threads));
 
     // --- flow log and health ------------------------------------------------------------------
     counterFrom(registers, 'netpold_flow_log_lines_total', 'Flow-log lines written.', () => p()?.flowLog?.counters.written);
