@@ -9,6 +9,9 @@
 //       client closes) or 'U' (the server reads and discards until EOF).
 //       UDP echo on --udp-ports (recvmmsg/sendmmsg batches).
 //       Prints {"ready":true,...} once listening; exits on SIGTERM/SIGINT or after --max-seconds.
+//       [--hold-ports LIST]: TCP connections held open (bench/memory.ts): reads and discards, sends
+//       one byte 'h' after the first bytes (so the client knows the whole path works), and closes
+//       only when the client does.
 //   loadgen rate     --addr IP --ports LIST --conns N --duration S [--timeout-ms T] [--req B] [--reply B]
 //       New TCP connections at the highest rate N parallel connections sustain: connect, send the
 //       request, read the whole reply, close (client first); counts successes, errors, timeouts.
@@ -23,6 +26,13 @@
 //       been used, no flow starts any more and the window ends when the last one is done.
 //   loadgen udpdgram --addr IP --ports LIST --flows N --window W --duration S [--warmup S] [--size B]
 //       Datagrams on established UDP flows: W datagrams in flight per flow, echoed back.
+//   loadgen hold     --addr IP --ports LIST --conns N --max-seconds S [--src-addrs LIST] [--concurrency C] [--timeout-ms T] [--req B]
+//       N concurrent TCP connections to a server's --hold-ports (bench/memory.ts): at most C
+//       connects in flight (default 512); each sends a B-byte request and is established once
+//       the server's 'h' is read. Prints {"mode":"hold","established":E,...} when every
+//       connection is established or failed, then holds them until SIGTERM/SIGINT, stdin closed,
+//       or --max-seconds, closes them all (the client first) and prints {"closed":true,...}.
+//       --src-addrs binds the connections round-robin to these local addresses (more 4-tuples).
 //
 // Every loop is bounded by time (and the per-connection timeout); --duration is at most 600 s.
 #define _GNU_SOURCE
@@ -47,6 +57,7 @@
 
 #define MAX_PORTS 256
 #define MAX_CONNS 65536
+#define HOLD_MAX_CONNS 1000000
 #define MAX_DURATION_S 600.0
 #define BATCH 64
 #define DGRAM_MAX 2048
@@ -109,6 +120,10 @@ typedef struct {
   int dir_up;
   int cpu_pids[16];
   int ncpu_pids;
+  int hold_ports[MAX_PORTS], nhold;
+  const char *src_addrs[16];
+  int nsrc;
+  int concurrency;
 } opts_t;
 
 static int parse_ports(const char *s, int *out, int max) {
@@ -159,7 +174,8 @@ static void parse_args(int argc, char **argv, opts_t *o) {
   o->reply = 32;
   o->sport_lo = 20000;
   o->sport_hi = 60000;
-  if (argc < 2) die("usage: loadgen server|rate|latency|stream|udpflows|udpdgram --addr IP ...");
+  o->concurrency = 512;
+  if (argc < 2) die("usage: loadgen server|rate|latency|stream|udpflows|udpdgram|hold --addr IP ...");
   o->mode = argv[1];
   for (int i = 2; i < argc; i++) {
     const char *k = argv[i];
@@ -170,7 +186,19 @@ static void parse_args(int argc, char **argv, opts_t *o) {
     else if (!strcmp(k, "--rr-ports")) o->nrr = parse_ports(v, o->rr_ports, MAX_PORTS);
     else if (!strcmp(k, "--bulk-ports")) o->nbulk = parse_ports(v, o->bulk_ports, MAX_PORTS);
     else if (!strcmp(k, "--udp-ports")) o->nudp = parse_ports(v, o->udp_ports, MAX_PORTS);
-    else if (!strcmp(k, "--conns")) o->conns = (int)num_arg(k, v, 1, MAX_CONNS);
+    else if (!strcmp(k, "--conns")) o->conns = (int)num_arg(k, v, 1, HOLD_MAX_CONNS);
+    else if (!strcmp(k, "--hold-ports")) o->nhold = parse_ports(v, o->hold_ports, MAX_PORTS);
+    else if (!strcmp(k, "--concurrency")) o->concurrency = (int)num_arg(k, v, 1, 65536);
+    else if (!strcmp(k, "--src-addrs")) {
+      // Split in place: the argv strings stay alive for the whole run.
+      char *p = (char *)v;
+      while (p && *p) {
+        if (o->nsrc >= 16) die("--src-addrs: at most 16 addresses");
+        o->src_addrs[o->nsrc++] = p;
+        p = strchr(p, ',');
+        if (p) *p++ = 0;
+      }
+    }
     else if (!strcmp(k, "--streams")) o->streams = (int)num_arg(k, v, 1, 1024);
     else if (!strcmp(k, "--flows")) o->flows = (int)num_arg(k, v, 1, 1024);
     else if (!strcmp(k, "--window")) o->window = (int)num_arg(k, v, 1, 4096);
@@ -200,6 +228,8 @@ static void parse_args(int argc, char **argv, opts_t *o) {
     } else die("unknown option %s", k);
   }
   if (!o->addr) die("--addr is required");
+  // Only hold keeps its connections in a dynamically sized table; the others' stay bounded.
+  if (strcmp(o->mode, "hold") != 0 && o->conns > MAX_CONNS) die("--conns is at most %d in mode %s", MAX_CONNS, o->mode);
   if (o->sport_hi < o->sport_lo) die("--sport-hi < --sport-lo");
 }
 
@@ -355,7 +385,7 @@ static void cpu_json(const opts_t *o, const cpu_sample_t *a, const cpu_sample_t 
 // ---------------------------------------------------------------------------------------------
 // server
 
-enum { K_NONE = 0, K_LRR, K_LBULK, K_RR, K_BULK, K_UDP };
+enum { K_NONE = 0, K_LRR, K_LBULK, K_RR, K_BULK, K_UDP, K_LHOLD, K_HOLD };
 typedef struct {
   uint8_t kind;
   uint8_t state; // RR: 1 replied; BULK: 0 waiting command, 'D' source, 'U' sink
@@ -410,6 +440,15 @@ static int run_server(const opts_t *o) {
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     nlisten++;
   }
+  for (int i = 0; i < o->nhold; i++) {
+    int fd = listen_tcp(family, o->addr, o->hold_ports[i]);
+    if (fd >= maxfd) die("fd limit");
+    conns[fd].kind = K_LHOLD;
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    nlisten++;
+  }
   for (int i = 0; i < o->nudp; i++) {
     int fd = bind_udp(family, o->addr, o->udp_ports[i]);
     if (fd >= maxfd) die("fd limit");
@@ -429,7 +468,8 @@ static int run_server(const opts_t *o) {
   static char dgrams[BATCH][DGRAM_MAX];
 
   unsigned long long accepted = 0, replied = 0, udp_echoed = 0, bulk_bytes_out = 0, bulk_bytes_in = 0, errors = 0;
-  printf("{\"ready\":true,\"pid\":%d,\"listeners\":%d,\"udp\":%d,\"maxfd\":%ld}\n", getpid(), nlisten, o->nudp, maxfd);
+  unsigned long long holding = 0, held_max = 0;
+  printf("{\"ready\":true,\"pid\":%d,\"listeners\":%d,\"udp\":%d,\"hold\":%d,\"maxfd\":%ld}\n", getpid(), nlisten, o->nudp, o->nhold, maxfd);
   fflush(stdout);
 
   uint64_t end = now_ns() + (uint64_t)(o->max_seconds * 1e9);
@@ -447,6 +487,7 @@ static int run_server(const opts_t *o) {
       switch (c->kind) {
       case K_LRR:
       case K_LBULK:
+      case K_LHOLD:
         for (int k = 0; k < 256; k++) {
           int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
           if (cfd < 0) {
@@ -459,7 +500,8 @@ static int run_server(const opts_t *o) {
             continue;
           }
           accepted++;
-          conns[cfd].kind = c->kind == K_LRR ? K_RR : K_BULK;
+          conns[cfd].kind = c->kind == K_LRR ? K_RR : c->kind == K_LHOLD ? K_HOLD : K_BULK;
+          if (c->kind == K_LHOLD && ++holding > held_max) held_max = holding;
           conns[cfd].state = 0;
           conns[cfd].got = 0;
           ev.events = EPOLLIN | EPOLLRDHUP;
@@ -537,6 +579,34 @@ static int run_server(const opts_t *o) {
         }
         break;
       }
+      case K_HOLD: {
+        // Held open: read and discard; 'h' once after the first bytes; close only on the
+        // client's FIN (or an error).
+        int closeit = (e & (EPOLLERR | EPOLLHUP)) != 0;
+        for (int k = 0; !closeit && k < 16; k++) {
+          ssize_t r = recv(fd, rbuf, sizeof rbuf, 0);
+          if (r > 0) {
+            if (!c->state) {
+              if (send(fd, "h", 1, MSG_NOSIGNAL) != 1) {
+                errors++;
+                closeit = 1;
+                break;
+              }
+              c->state = 1;
+              replied++;
+            }
+            continue;
+          }
+          if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) closeit = 1;
+          break;
+        }
+        if (closeit) {
+          c->kind = K_NONE;
+          holding--;
+          close(fd);
+        }
+        break;
+      }
       case K_UDP:
         for (int round = 0; round < 64; round++) {
           for (int k = 0; k < BATCH; k++) {
@@ -566,8 +636,8 @@ static int run_server(const opts_t *o) {
       }
     }
   }
-  printf("{\"stopped\":true,\"accepted\":%llu,\"replied\":%llu,\"udpEchoed\":%llu,\"bulkBytesOut\":%llu,\"bulkBytesIn\":%llu,\"errors\":%llu}\n", accepted, replied,
-         udp_echoed, bulk_bytes_out, bulk_bytes_in, errors);
+  printf("{\"stopped\":true,\"accepted\":%llu,\"replied\":%llu,\"udpEchoed\":%llu,\"bulkBytesOut\":%llu,\"bulkBytesIn\":%llu,\"errors\":%llu,\"holding\":%llu,\"heldMax\":%llu}\n", accepted, replied,
+         udp_echoed, bulk_bytes_out, bulk_bytes_in, errors, holding, held_max);
   return 0;
 }
 
@@ -1233,6 +1303,209 @@ static int run_udpdgram(const opts_t *o) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// hold: many concurrent TCP connections kept open (bench/memory.ts)
+
+enum { H_IDLE = 0, H_CONNECTING, H_WAITING, H_HELD, H_FAILED };
+typedef struct {
+  int fd;
+  uint8_t state;
+  uint64_t deadline;
+} hconn_t;
+
+static int run_hold(const opts_t *o) {
+  long maxfd = raise_nofile();
+  if (o->nports == 0) die("--ports is required");
+  // Every held connection is an fd of this process: fail at once, clearly, rather than with
+  // EMFILE halfway (bench/memory.ts splits larger counts over several processes).
+  if ((long)o->conns + 64 > maxfd) die("hold: %d connections need %d open files, the limit is %ld", o->conns, o->conns + 64, maxfd);
+  hconn_t *cs = calloc((size_t)o->conns, sizeof *cs);
+  if (!cs) die("out of memory");
+  struct sockaddr_storage dst;
+  socklen_t dstlen;
+  int family = make_addr(o->addr, o->ports[0], &dst, &dstlen);
+  struct sockaddr_storage src[16];
+  socklen_t srclen[16];
+  for (int i = 0; i < o->nsrc; i++) {
+    if (make_addr(o->src_addrs[i], 0, &src[i], &srclen[i]) != family) die("--src-addrs: %s is not of the family of --addr", o->src_addrs[i]);
+  }
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  // stdin closed (the parent went away) ends the hold like SIGTERM; a terminal or /dev/null
+  // cannot be watched with epoll (EPERM) and is ignored.
+  struct epoll_event sev = {.events = EPOLLIN | EPOLLHUP, .data.u32 = UINT32_MAX};
+  (void)epoll_ctl(ep, EPOLL_CTL_ADD, 0, &sev);
+  char req[4096], buf[4096];
+  memset(req, 'q', sizeof req);
+  tcp_counts_t c = {0};
+  unsigned long long peer_closed = 0;
+  int next = 0, inflight = 0, held = 0, failed = 0;
+  uint64_t start = now_ns(), hard = start + (uint64_t)(o->max_seconds * 1e9);
+  struct epoll_event evs[1024];
+  int stdin_closed = 0;
+#define HOLD_FAIL(h, err)                                                                                                                            \
+  do {                                                                                                                                               \
+    if ((err) >= 0) count_err(&c, (err));                                                                                                            \
+    close((h)->fd);                                                                                                                                  \
+    (h)->fd = -1;                                                                                                                                    \
+    (h)->state = H_FAILED;                                                                                                                           \
+    failed++;                                                                                                                                        \
+    inflight--;                                                                                                                                      \
+  } while (0)
+
+  // Phase 1: establish, at most --concurrency in flight.
+  uint64_t last_scan = start;
+  while (held + failed < o->conns && !stop_flag && !stdin_closed && now_ns() < hard) {
+    while (inflight < o->concurrency && next < o->conns) {
+      hconn_t *h = &cs[next];
+      c.started++;
+      h->fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (h->fd < 0) {
+        count_err(&c, errno);
+        h->state = H_FAILED;
+        failed++;
+        next++;
+        continue;
+      }
+      inflight++;
+      h->state = H_CONNECTING;
+      h->deadline = now_ns() + (uint64_t)o->timeout_ms * 1000000ull;
+      if (o->nsrc > 0) {
+        // The port is chosen at connect() (IP_BIND_ADDRESS_NO_PORT): the 4-tuple, not the
+        // (address, port) pair, has to be unique.
+        int one = 1;
+        setsockopt(h->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        int k = next % o->nsrc;
+        if (bind(h->fd, (struct sockaddr *)&src[k], srclen[k]) != 0) {
+          HOLD_FAIL(h, errno);
+          next++;
+          continue;
+        }
+      }
+      set_port(&dst, o->ports[next % o->nports]);
+      if (connect(h->fd, (struct sockaddr *)&dst, dstlen) != 0 && errno != EINPROGRESS) {
+        HOLD_FAIL(h, errno);
+        next++;
+        continue;
+      }
+      struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)next};
+      epoll_ctl(ep, EPOLL_CTL_ADD, h->fd, &ev);
+      next++;
+    }
+    int n = epoll_wait(ep, evs, 1024, 10);
+    for (int k = 0; k < n; k++) {
+      uint32_t i = evs[k].data.u32;
+      if (i == UINT32_MAX) {
+        stdin_closed = read(0, buf, sizeof buf) <= 0;
+        continue;
+      }
+      hconn_t *h = &cs[i];
+      if (h->state == H_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (err) {
+          HOLD_FAIL(h, err);
+          continue;
+        }
+        if (!(evs[k].events & (EPOLLOUT | EPOLLIN))) continue;
+        if (send(h->fd, req, (size_t)o->req, MSG_NOSIGNAL) != o->req) {
+          HOLD_FAIL(h, errno ? errno : EPIPE);
+          continue;
+        }
+        h->state = H_WAITING;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_MOD, h->fd, &ev);
+      } else if (h->state == H_WAITING) {
+        ssize_t r = recv(h->fd, buf, sizeof buf, 0);
+        if (r > 0) {
+          h->state = H_HELD;
+          held++;
+          inflight--;
+          c.ok++;
+        } else if (r == 0) {
+          c.eof++;
+          HOLD_FAIL(h, -1);
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          HOLD_FAIL(h, errno);
+        }
+      } else if (h->state == H_HELD) {
+        // A held connection the other side closed (or reset): counted, closed.
+        ssize_t r = recv(h->fd, buf, sizeof buf, 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+          peer_closed++;
+          close(h->fd);
+          h->fd = -1;
+          h->state = H_FAILED;
+          held--;
+          failed++;
+        }
+      }
+    }
+    uint64_t now = now_ns();
+    if (now - last_scan > 50000000ull) {
+      last_scan = now;
+      for (int i = 0; i < next; i++) {
+        hconn_t *h = &cs[i];
+        if ((h->state == H_CONNECTING || h->state == H_WAITING) && now > h->deadline) {
+          c.timeouts++;
+          HOLD_FAIL(h, -1);
+        }
+      }
+    }
+  }
+  // Whatever is not established by the end of phase 1 (a stop, the hard deadline) is a timeout.
+  for (int i = 0; i < o->conns; i++) {
+    hconn_t *h = &cs[i];
+    if (h->state == H_CONNECTING || h->state == H_WAITING) {
+      c.timeouts++;
+      HOLD_FAIL(h, -1);
+    } else if (h->state == H_IDLE && i >= next) {
+      h->state = H_FAILED;
+    }
+  }
+  double setup_s = (double)(now_ns() - start) / 1e9;
+  printf("{\"mode\":\"hold\",\"pid\":%d,\"conns\":%d,\"established\":%d,\"setupS\":%.3f,\"maxfd\":%ld,", getpid(), o->conns, held, setup_s, maxfd);
+  counts_json(&c);
+  printf("}\n");
+  fflush(stdout);
+
+  // Phase 2: hold until told to stop; count connections the other side closes.
+  while (!stop_flag && !stdin_closed && now_ns() < hard) {
+    int n = epoll_wait(ep, evs, 1024, 200);
+    for (int k = 0; k < n; k++) {
+      uint32_t i = evs[k].data.u32;
+      if (i == UINT32_MAX) {
+        stdin_closed = read(0, buf, sizeof buf) <= 0;
+        continue;
+      }
+      hconn_t *h = &cs[i];
+      if (h->state != H_HELD) continue;
+      ssize_t r = recv(h->fd, buf, sizeof buf, 0);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        peer_closed++;
+        close(h->fd);
+        h->fd = -1;
+        h->state = H_FAILED;
+        held--;
+      }
+    }
+  }
+  // The client closes first (TIME_WAIT stays in the client's namespace).
+  int closed = 0;
+  for (int i = 0; i < o->conns; i++) {
+    if (cs[i].state == H_HELD) {
+      close(cs[i].fd);
+      closed++;
+    }
+  }
+  printf("{\"closed\":true,\"held\":%d,\"peerClosed\":%llu,\"heldS\":%.3f,\"reason\":\"%s\"}\n", closed, peer_closed, (double)(now_ns() - start) / 1e9 - setup_s,
+         stop_flag ? "signal" : stdin_closed ? "stdin" : "max-seconds");
+  fflush(stdout);
+  free(cs);
+  return 0;
+#undef HOLD_FAIL
+}
+
 int main(int argc, char **argv) {
   opts_t o;
   parse_args(argc, argv, &o);
@@ -1250,6 +1523,7 @@ int main(int argc, char **argv) {
   if (!strcmp(o.mode, "stream")) return run_stream(&o);
   if (!strcmp(o.mode, "udpflows")) return run_udpflows(&o);
   if (!strcmp(o.mode, "udpdgram")) return run_udpdgram(&o);
-  die("unknown mode %s (server, rate, latency, stream, udpflows, udpdgram)", o.mode);
+  if (!strcmp(o.mode, "hold")) return run_hold(&o);
+  die("unknown mode %s (server, rate, latency, stream, udpflows, udpdgram, hold)", o.mode);
   return 2;
 }
