@@ -918,7 +918,9 @@ struct Stats {
       aborted{0}, bytesToServer{0}, bytesToClient{0}, spliceCalls{0}, syscalls{0}, wakeups{0},
       pipesCreated{0}, pipesReused{0}, pipesPooled{0}, startFailures{0},
       // fast path
-      accepted{0}, acceptErrors{0}, refusedBacklog{0}, connectFailures{0}, connectTimeouts{0};
+      accepted{0}, acceptErrors{0}, refusedBacklog{0}, connectFailures{0}, connectTimeouts{0},
+      // UDP fast path
+      udpFlows{0}, udpActive{0}, udpDatagrams{0}, udpDropped{0}, udpErrors{0}, udpRecvCalls{0}, udpSendCalls{0};
 };
 
 // One environment's way back to JS. Deliver() and the threadsafe function's finalizer take the
@@ -948,7 +950,7 @@ struct FastChannel;
 
 // What an epoll registration's data.ptr points to (the loop's wakeup fd has nullptr).
 struct EpollItem {
-  enum Kind : uint8_t { kSide = 1, kListener = 2 };
+  enum Kind : uint8_t { kSide = 1, kListener = 2, kUdp = 3 };
   Kind kind;
   explicit EpollItem(Kind k) : kind(k) {}
 };
@@ -1023,6 +1025,8 @@ struct PendingConn {
   uint16_t srcPort = 0;
   uint16_t dstPort = 0;
   uint32_t syscalls = 0;  // made for it so far (accept4, getsockname)
+  int proto = 6;          // 6 TCP (fd is the accepted socket), 17 UDP (udpId names the flow)
+  uint64_t udpId = 0;
 };
 
 struct FastDone {
@@ -1062,10 +1066,98 @@ struct Listener : EpollItem {
   Listener() : EpollItem(kListener) {}
   int fd = -1;
   int family = 4;
+  int proto = 6;
   FastChannel* channel = nullptr;
   bool paused = false;     // out of fds: not polled until resumeAt
   int64_t resumeAt = 0;
 };
+
+// ---- UDP fast path: a flow's own two sockets -------------------------------------------------
+//
+// An allowed UDP flow gets two connected sockets, both IP_TRANSPARENT with SO_REUSEADDR: `reply`
+// bound to the original destination and connected to the client, `upstream` bound to the client's
+// address and port (or to the node, when the node is the destination) and connected to the
+// destination. The kernel's socket lookup prefers a connected socket (exact 4-tuple) over the
+// listener, and the nft `socket transparent` rule marks both directions for local delivery, so
+// every later datagram of the flow lands on one of its own sockets: client datagrams on `reply`,
+// forwarded on `upstream`, and server datagrams the other way. No lookup and no JS per datagram;
+// recvmmsg/sendmmsg move up to kUdpBatch datagrams per pair of calls. Only a flow's first
+// datagrams (and any the kernel queued on the listener before its sockets existed) go through
+// the listener and the loop's table of flows by 5-tuple.
+
+struct UdpKey {
+  uint32_t src[4];
+  uint32_t dst[4];
+  uint16_t srcPort;
+  uint16_t dstPort;
+  uint8_t family;
+  bool operator==(const UdpKey& o) const {
+    return family == o.family && srcPort == o.srcPort && dstPort == o.dstPort && memcmp(src, o.src, sizeof src) == 0 &&
+           memcmp(dst, o.dst, sizeof dst) == 0;
+  }
+};
+
+struct UdpKeyHash {
+  size_t operator()(const UdpKey& k) const {
+    uint64_t h = (static_cast<uint64_t>(k.srcPort) << 32) ^ (static_cast<uint64_t>(k.dstPort) << 16) ^ k.family;
+    for (int i = 0; i < 4; i++) {
+      h = (h ^ k.src[i]) * 0x9e3779b97f4a7c15ULL;
+      h = (h ^ k.dst[i]) * 0xc2b2ae3d27d4eb4fULL;
+    }
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+
+struct UdpFlow;
+
+struct UdpSock : EpollItem {
+  UdpSock() : EpollItem(kUdp) {}
+  UdpFlow* flow = nullptr;
+  int fd = -1;
+  int dir = 0;  // the direction of what it receives: 0 client -> server (reply socket), 1 back
+};
+
+constexpr uint32_t kUntracked = UINT32_MAX;  // a flow JS keeps no entry for (refused)
+constexpr size_t kUdpQueueMax = 16;           // datagrams held per flow while its verdict is awaited
+constexpr size_t kUdpFlowsMax = 262144;       // flows (any state) per loop
+constexpr int kUdpBatch = 32;                 // datagrams per recvmmsg/sendmmsg
+constexpr size_t kUdpSlot = 65536;            // bytes per datagram buffer (the largest UDP payload)
+
+struct UdpFlow {
+  enum State : uint8_t { kPending, kAllowed, kDenied };
+  uint64_t id = 0;
+  uint32_t tag = kUntracked;
+  FastChannel* fast = nullptr;
+  UdpKey key{};
+  State state = kPending;
+  bool finished = false;
+  UdpSock sock[2];  // [0] reply (receives the client's datagrams), [1] upstream
+  int64_t lastSeen = 0;
+  std::atomic<uint64_t> bytes[2] = {{0}, {0}};
+  uint64_t reported[2] = {0, 0};  // by fastProgress (JS thread, under Loop::mu)
+  std::vector<std::string> queued;  // before the verdict
+};
+
+SockAddr WordsToAddr(int family, const uint32_t* w, uint16_t port) {
+  SockAddr a;
+  if (family == 6) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    for (int k = 0; k < 4; k++) {
+      uint32_t v = htonl(w[k]);
+      memcpy(s6->sin6_addr.s6_addr + 4 * k, &v, 4);
+    }
+    a.len = sizeof(sockaddr_in6);
+  } else {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    s4->sin_addr.s_addr = htonl(w[0]);
+    a.len = sizeof(sockaddr_in);
+  }
+  return a;
+}
 
 int64_t NowMs() {
   timespec ts;
@@ -1078,7 +1170,7 @@ class Loop {
   explicit Loop(int index) : index_(index) {}
   bool Start(int* err);
 
-  enum Kind : int { kAdd, kAbort, kAbortChannel, kConnect, kAddListener, kCloseListener, kAbortFast };
+  enum Kind : int { kAdd, kAbort, kAbortChannel, kConnect, kAddListener, kCloseListener, kAbortFast, kUdpVerdict, kUdpAbort };
   struct Cmd {
     Kind kind;
     Relay* relay;
@@ -1087,6 +1179,8 @@ class Loop {
     Listener* listener = nullptr;
     FastChannel* fast = nullptr;
     std::promise<void>* done = nullptr;
+    int action = 0;
+    uint32_t tag = 0;
   };
 
   std::mutex mu;  // cmds_ and relays
@@ -1101,6 +1195,9 @@ class Loop {
   void AddListener(Listener* l);
   void CloseListener(Listener* l);  // waits until the loop has closed it
   void AbortFast(FastChannel* ch);
+  // UDP fast path (any thread)
+  void UdpVerdict(uint64_t id, int action, uint32_t tag, FastChannel* ch);
+  std::unordered_map<uint64_t, UdpFlow*> udps;  // by id, under mu (aborts, progress)
 
  private:
   void PostLocked(const Cmd& c);
@@ -1119,12 +1216,24 @@ class Loop {
   void Connected(Relay* r);
   void ExpireConnects(int64_t now);
   int TimeoutMs();
+  void OnUdpListener(Listener* l);
+  void OnUdpReadable(UdpSock* s);
+  void ApplyUdpVerdict(const Cmd& c);
+  bool OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail);
+  void EndUdp(UdpFlow* f, int end, int error);
+  void SweepUdp(int64_t now);
+  void FlushQueued(UdpFlow* f);
+  void EndUdpLockedForget(UdpFlow* f);
 
   int index_;
   std::vector<Pipe> pool_;
   // Fast-path relays connecting upstream, by deadline (one timeout for all: FIFO order).
   std::deque<std::pair<int64_t, uint64_t>> connecting_;
   std::vector<Listener*> listeners_;
+  std::unordered_map<UdpKey, UdpFlow*, UdpKeyHash> udpByKey_;
+  std::vector<UdpFlow*> deadUdp_;
+  int64_t udpSweepAt_ = 0;
+  std::unique_ptr<char[]> udpBuf_;  // kUdpBatch slots of kUdpSlot bytes, allocated on first use
   int ep_ = -1;
   int wake_ = -1;
   std::vector<Cmd> cmds_;
@@ -1138,6 +1247,7 @@ struct Engine {
   int nloops = 1;
   std::atomic<uint64_t> nextSeq{1};
   std::atomic<int64_t> connectTimeoutMs{10000};  // fast path upstream connects
+  std::atomic<int64_t> udpIdleMs{30000};         // fast path: a UDP flow idle this long ends
   PipePool pool;
   Stats stats;
 
@@ -1322,7 +1432,13 @@ void Loop::Add(Relay* r) {
 void Loop::Abort(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = relays.find(id);
-  if (it == relays.end()) return;  // ended already; its completion is on its way
+  if (it == relays.end()) {
+    if (udps.count(id) != 0) {  // a UDP flow of the fast path
+      Cmd c{kUdpAbort, nullptr, id, nullptr};
+      PostLocked(c);
+    }
+    return;  // ended already; its completion is on its way
+  }
   // SO_LINGER {1, 0} on both sockets now, from the caller's thread: the RSTs are then certain
   // even if the process exits before the loop gets to the command (exit closes every fd). The
   // fds are still open: Close() takes the relay out of the map (under mu) before closing them.
@@ -1378,6 +1494,7 @@ int Loop::TimeoutMs() {
   if (!connecting_.empty()) next = connecting_.front().first;
   for (Listener* l : listeners_)
     if (l->paused && (next < 0 || l->resumeAt < next)) next = l->resumeAt;
+  if (!udpByKey_.empty() && (next < 0 || udpSweepAt_ < next)) next = udpSweepAt_;
   if (next < 0) return -1;
   int64_t wait = next - NowMs();
   return wait <= 0 ? 0 : static_cast<int>(std::min<int64_t>(wait, 60000));
@@ -1408,7 +1525,14 @@ void Loop::Run() {
         continue;
       }
       if (item->kind == EpollItem::kListener) {
-        OnAccept(static_cast<Listener*>(item));
+        auto* l = static_cast<Listener*>(item);
+        if (l->proto == 6) OnAccept(l);
+        else OnUdpListener(l);
+        continue;
+      }
+      if (item->kind == EpollItem::kUdp) {
+        auto* u = static_cast<UdpSock*>(item);
+        if (!u->flow->finished) OnUdpReadable(u);
         continue;
       }
       auto* s = static_cast<Side*>(item);
@@ -1434,9 +1558,15 @@ void Loop::Run() {
         else l->resumeAt = now + 100;
       }
     }
+    if (!udpByKey_.empty()) {
+      int64_t now = NowMs();
+      if (now >= udpSweepAt_) SweepUdp(now);
+    }
     // Freed only now: a later event of the same batch may still name a relay that ended.
     for (Relay* r : dead_) delete r;
     dead_.clear();
+    for (UdpFlow* f : deadUdp_) delete f;
+    deadUdp_.clear();
   }
 }
 
@@ -1466,6 +1596,16 @@ void Loop::RunCommands() {
       if (!ok) Fail(r, kEndAborted);
     } else if (c.kind == kConnect) {
       StartConnect(c.relay);
+    } else if (c.kind == kUdpVerdict) {
+      ApplyUdpVerdict(c);
+    } else if (c.kind == kUdpAbort) {
+      UdpFlow* f = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = udps.find(c.id);
+        if (it != udps.end()) f = it->second;
+      }
+      if (f != nullptr && !f->finished) EndUdp(f, kEndAborted, 0);
     } else if (c.kind == kAbort) {
       Relay* r = nullptr;
       {
@@ -1508,6 +1648,13 @@ void Loop::RunCommands() {
       }
       for (Relay* r : mine)
         if (!r->finished) Fail(r, kEndAborted);
+      if (c.kind == kAbortFast) {
+        std::vector<UdpFlow*> flows;
+        for (auto& kv : udpByKey_)
+          if (kv.second->fast == c.fast) flows.push_back(kv.second);
+        for (UdpFlow* f : flows)
+          if (!f->finished) EndUdp(f, kEndAborted, 0);
+      }
     }
   }
 }
@@ -1702,6 +1849,373 @@ void Loop::ExpireConnects(int64_t now) {
     TheEngine().stats.connectTimeouts.fetch_add(1, std::memory_order_relaxed);
     Fail(r, kEndUpstreamFailed);
   }
+}
+
+// ---- UDP fast path: the loop side -------------------------------------------------------------
+
+void Loop::UdpVerdict(uint64_t id, int action, uint32_t tag, FastChannel* ch) {
+  std::lock_guard<std::mutex> lock(mu);
+  Cmd c{kUdpVerdict, nullptr, id, nullptr};
+  c.action = action;
+  c.tag = tag;
+  c.fast = ch;
+  PostLocked(c);
+}
+
+namespace {
+bool KeyFromAddrs(const sockaddr_storage& src, const sockaddr_storage& dst, UdpKey* k) {
+  memset(k, 0, sizeof *k);
+  if (src.ss_family != dst.ss_family) return false;
+  if (src.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&src);
+    auto* b = reinterpret_cast<const sockaddr_in*>(&dst);
+    k->family = 4;
+    k->src[0] = ntohl(a->sin_addr.s_addr);
+    k->dst[0] = ntohl(b->sin_addr.s_addr);
+    k->srcPort = ntohs(a->sin_port);
+    k->dstPort = ntohs(b->sin_port);
+    return true;
+  }
+  if (src.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&src);
+    auto* b = reinterpret_cast<const sockaddr_in6*>(&dst);
+    k->family = 6;
+    for (int i = 0; i < 4; i++) {
+      uint32_t w;
+      memcpy(&w, a->sin6_addr.s6_addr + 4 * i, 4);
+      k->src[i] = ntohl(w);
+      memcpy(&w, b->sin6_addr.s6_addr + 4 * i, 4);
+      k->dst[i] = ntohl(w);
+    }
+    k->srcPort = ntohs(a->sin6_port);
+    k->dstPort = ntohs(b->sin6_port);
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+// Datagrams on a listener: first datagrams of new flows (queued for a verdict), and the few a
+// flow's own sockets did not catch (queued on the listener before they existed).
+void Loop::OnUdpListener(Listener* l) {
+  Engine& eng = TheEngine();
+  Stats& stats = eng.stats;
+  if (!udpBuf_) udpBuf_.reset(new char[kUdpBatch * kUdpSlot]);
+  mmsghdr msgs[kUdpBatch];
+  iovec iovs[kUdpBatch];
+  sockaddr_storage from[kUdpBatch];
+  alignas(cmsghdr) unsigned char control[kUdpBatch][CMSG_SPACE(sizeof(sockaddr_in6)) + CMSG_SPACE(64)];
+  PendingConn batch[kUdpBatch];
+  int nb = 0;
+  memset(msgs, 0, sizeof msgs);
+  for (int i = 0; i < kUdpBatch; i++) {
+    iovs[i] = iovec{udpBuf_.get() + static_cast<size_t>(i) * kUdpSlot, kUdpSlot};
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    msgs[i].msg_hdr.msg_iov = &iovs[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_control = control[i];
+    msgs[i].msg_hdr.msg_controllen = sizeof control[i];
+  }
+  stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+  stats.udpRecvCalls.fetch_add(1, std::memory_order_relaxed);
+  int n = recvmmsg(l->fd, msgs, kUdpBatch, MSG_DONTWAIT, nullptr);
+  if (n <= 0) return;
+  int64_t now = NowMs();
+  for (int i = 0; i < n; i++) {
+    msghdr& m = msgs[i].msg_hdr;
+    if (m.msg_flags & MSG_TRUNC) {
+      stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    sockaddr_storage orig{};
+    bool haveOrig = false;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+      if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_ORIGDSTADDR && c->cmsg_len >= CMSG_LEN(sizeof(sockaddr_in))) ||
+          (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR &&
+           c->cmsg_len >= CMSG_LEN(sizeof(sockaddr_in6)))) {
+        size_t len = c->cmsg_len - CMSG_LEN(0);
+        memcpy(&orig, CMSG_DATA(c), len < sizeof orig ? len : sizeof orig);
+        haveOrig = true;
+      }
+    }
+    UdpKey key;
+    if (!haveOrig || !KeyFromAddrs(from[i], orig, &key)) {
+      stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    const char* data = static_cast<const char*>(m.msg_iov->iov_base);
+    size_t len = msgs[i].msg_len;
+    auto it = udpByKey_.find(key);
+    if (it != udpByKey_.end()) {
+      UdpFlow* f = it->second;
+      f->lastSeen = now;
+      if (f->state == UdpFlow::kPending && f->queued.size() < kUdpQueueMax) {
+        f->queued.emplace_back(data, len);
+      } else if (f->state == UdpFlow::kAllowed) {
+        stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+        if (send(f->sock[1].fd, data, len, MSG_DONTWAIT) >= 0) {
+          f->bytes[0].fetch_add(len, std::memory_order_relaxed);
+          stats.udpDatagrams.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+        }
+      } else {
+        stats.udpDropped.fetch_add(1, std::memory_order_relaxed);  // denied, or queue full
+      }
+      continue;
+    }
+    if (udpByKey_.size() >= kUdpFlowsMax) {
+      stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto* f = new UdpFlow();
+    f->id = eng.NewId(index_);
+    f->fast = l->channel;
+    f->key = key;
+    f->lastSeen = now;
+    f->queued.emplace_back(data, len);
+    for (int d = 0; d < 2; d++) {
+      f->sock[d].flow = f;
+      f->sock[d].dir = d;
+    }
+    udpByKey_.emplace(key, f);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      udps.emplace(f->id, f);
+    }
+    stats.udpFlows.fetch_add(1, std::memory_order_relaxed);
+    stats.udpActive.fetch_add(1, std::memory_order_relaxed);
+    PendingConn& p = batch[nb++];
+    p = PendingConn{};
+    p.proto = 17;
+    p.udpId = f->id;
+    p.loop = index_;
+    p.family = key.family;
+    memcpy(p.src, key.src, sizeof p.src);
+    memcpy(p.dst, key.dst, sizeof p.dst);
+    p.srcPort = key.srcPort;
+    p.dstPort = key.dstPort;
+  }
+  if (udpSweepAt_ == 0 || udpSweepAt_ < now) {
+    int64_t every = std::max<int64_t>(250, std::min<int64_t>(5000, eng.udpIdleMs.load() / 4));
+    if (udpSweepAt_ <= now) udpSweepAt_ = now + every;
+  }
+  if (nb == 0) return;
+  FastChannel* ch = l->channel;
+  int refused = 0;
+  {
+    std::lock_guard<std::mutex> lock(ch->mu);
+    for (int i = 0; i < nb; i++) {
+      if (!ch->closed && ch->pending.size() < kMaxPendingConns) ch->pending.push_back(batch[i]);
+      else batch[refused++] = batch[i];
+    }
+    if (refused < nb) ch->NotifyLocked();
+  }
+  for (int i = 0; i < refused; i++) {  // JS is not keeping up: dropped, decided afresh later
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = udps.find(batch[i].udpId);
+    if (it != udps.end()) EndUdpLockedForget(it->second);
+  }
+  if (refused > 0) stats.refusedBacklog.fetch_add(static_cast<uint64_t>(refused), std::memory_order_relaxed);
+}
+
+// The flow's two connected sockets (see "UDP fast path" above).
+bool Loop::OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail) {
+  const UdpKey& k = f->key;
+  SockAddr client = WordsToAddr(k.family, k.src, k.srcPort);
+  SockAddr server = WordsToAddr(k.family, k.dst, k.dstPort);
+  int af = k.family == 6 ? AF_INET6 : AF_INET;
+  for (int d = 0; d < 2; d++) {
+    Failure& f2 = *fail;
+    int fd = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    TheEngine().stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    if (fd < 0) {
+      f2 = Failure{errno, "socket", ""};
+      return false;
+    }
+    f->sock[d].fd = fd;
+    const SockAddr& local = d == 0 ? server : client;
+    const SockAddr& peer = d == 0 ? client : server;
+    bool bindLocal = d == 0 || !fromNode;
+    TheEngine().stats.syscalls.fetch_add(bindLocal ? 5 : 1, std::memory_order_relaxed);
+    if (bindLocal) {
+      f2 = SetTransparent(fd, k.family);
+      if (!f2) f2 = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+      if (!f2 && k.family == 6) f2 = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+      if (!f2 && bind(fd, local.sa(), local.len) != 0) f2 = Failure{errno, "bind", ""};
+    }
+    if (!f2 && connect(fd, peer.sa(), peer.len) != 0) f2 = Failure{errno, "connect", ""};
+    if (!f2) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;  // level-triggered: a batch limit leaves the rest for the next turn
+      ev.data.ptr = &f->sock[d];
+      TheEngine().stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+      if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) f2 = Failure{errno, "epoll_ctl", ""};
+    }
+    if (f2) return false;
+  }
+  return true;
+}
+
+void Loop::FlushQueued(UdpFlow* f) {
+  Stats& stats = TheEngine().stats;
+  for (const std::string& d : f->queued) {
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    if (send(f->sock[1].fd, d.data(), d.size(), MSG_DONTWAIT) >= 0) {
+      f->bytes[0].fetch_add(d.size(), std::memory_order_relaxed);
+      stats.udpDatagrams.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  std::vector<std::string>().swap(f->queued);
+}
+
+void Loop::ApplyUdpVerdict(const Cmd& c) {
+  UdpFlow* f = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = udps.find(c.id);
+    if (it != udps.end()) f = it->second;
+  }
+  if (f == nullptr || f->finished) {
+    // Gone meanwhile (swept, aborted): JS still counts on an end for the tag it gave.
+    if (c.action != 0 && c.fast != nullptr) {
+      std::lock_guard<std::mutex> lock(c.fast->mu);
+      if (!c.fast->closed) {
+        c.fast->done.push_back(FastDone{c.tag, kEndAborted, 0, 0, 0, 0});
+        c.fast->NotifyLocked();
+      }
+    }
+    return;
+  }
+  if (c.action == 0) {  // refused: forgotten, the next datagram is decided afresh
+    EndUdp(f, kEndAborted, 0);
+    return;
+  }
+  f->tag = c.tag;
+  if (c.action == 3) {  // denied: remembered (datagrams dropped here) until idle or aborted
+    f->state = UdpFlow::kDenied;
+    TheEngine().stats.udpDropped.fetch_add(f->queued.size(), std::memory_order_relaxed);
+    std::vector<std::string>().swap(f->queued);
+    return;
+  }
+  Failure fail;
+  if (!OpenUdpSockets(f, c.action == 2, &fail)) {
+    TheEngine().stats.udpErrors.fetch_add(1, std::memory_order_relaxed);
+    EndUdp(f, kEndUpstreamFailed, fail.err);
+    return;
+  }
+  f->state = UdpFlow::kAllowed;
+  FlushQueued(f);
+}
+
+// A flow socket is readable: a batch in, the same batch out on the other socket.
+void Loop::OnUdpReadable(UdpSock* s) {
+  UdpFlow* f = s->flow;
+  Stats& stats = TheEngine().stats;
+  if (!udpBuf_) udpBuf_.reset(new char[kUdpBatch * kUdpSlot]);
+  mmsghdr msgs[kUdpBatch];
+  iovec iovs[kUdpBatch];
+  int out = f->sock[1 - s->dir].fd;
+  for (int round = 0; round < 4; round++) {  // then other sockets get a turn (level-triggered)
+    memset(msgs, 0, sizeof msgs);
+    for (int i = 0; i < kUdpBatch; i++) {
+      iovs[i] = iovec{udpBuf_.get() + static_cast<size_t>(i) * kUdpSlot, kUdpSlot};
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    stats.udpRecvCalls.fetch_add(1, std::memory_order_relaxed);
+    int n = recvmmsg(s->fd, msgs, kUdpBatch, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      // An ICMP error queued on the connected socket (ECONNREFUSED: nothing listens there):
+      // counted; the flow stays, as a kernel-forwarded flow would.
+      stats.udpErrors.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (n == 0) return;
+    // Send what arrived, as it arrived; truncated datagrams (never, with 64 KiB slots) dropped.
+    int m = 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;
+      iovs[m] = iovec{iovs[i].iov_base, msgs[i].msg_len};
+      memset(&msgs[m].msg_hdr, 0, sizeof msgs[m].msg_hdr);
+      msgs[m].msg_hdr.msg_iov = &iovs[m];
+      msgs[m].msg_hdr.msg_iovlen = 1;
+      bytes += msgs[i].msg_len;
+      m++;
+    }
+    int sent = 0;
+    while (sent < m) {
+      stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+      stats.udpSendCalls.fetch_add(1, std::memory_order_relaxed);
+      int k = sendmmsg(out, msgs + sent, static_cast<unsigned>(m - sent), MSG_DONTWAIT);
+      if (k > 0) {
+        sent += k;
+        continue;
+      }
+      if (k < 0 && errno == EINTR) continue;
+      break;  // EAGAIN (send buffer full), ECONNREFUSED...: the rest is dropped, as UDP may
+    }
+    stats.udpDatagrams.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+    if (sent < n) stats.udpDropped.fetch_add(static_cast<uint64_t>(n - sent), std::memory_order_relaxed);
+    f->bytes[s->dir].fetch_add(bytes, std::memory_order_relaxed);
+    f->lastSeen = NowMs();
+    if (n < kUdpBatch) return;
+  }
+}
+
+// Out of the JS-visible maps (mu held by the caller) and closed, with no completion: a flow JS
+// never heard of (its pending record was refused).
+void Loop::EndUdpLockedForget(UdpFlow* f) {
+  udps.erase(f->id);
+  udpByKey_.erase(f->key);
+  f->finished = true;
+  f->tag = kUntracked;
+  TheEngine().stats.udpActive.fetch_sub(1, std::memory_order_relaxed);
+  deadUdp_.push_back(f);
+}
+
+void Loop::EndUdp(UdpFlow* f, int end, int error) {
+  f->finished = true;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    udps.erase(f->id);
+  }
+  udpByKey_.erase(f->key);
+  Stats& stats = TheEngine().stats;
+  for (UdpSock& s : f->sock) {
+    if (s.fd < 0) continue;
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    close(s.fd);  // leaves the epoll set with it (no other fd refers to it)
+    s.fd = -1;
+  }
+  stats.udpActive.fetch_sub(1, std::memory_order_relaxed);
+  if (f->tag != kUntracked && f->fast != nullptr) {
+    FastChannel* ch = f->fast;
+    std::lock_guard<std::mutex> lock(ch->mu);
+    if (!ch->closed) {
+      ch->done.push_back(FastDone{f->tag, end, error, f->bytes[0].load(std::memory_order_relaxed),
+                                  f->bytes[1].load(std::memory_order_relaxed), 0});
+      ch->NotifyLocked();
+    }
+  }
+  deadUdp_.push_back(f);
+}
+
+// Ends flows idle for udpIdleMs (end Done): allowed, denied, and pending ones JS never answered.
+void Loop::SweepUdp(int64_t now) {
+  Engine& eng = TheEngine();
+  int64_t idle = eng.udpIdleMs.load(std::memory_order_relaxed);
+  std::vector<UdpFlow*> idleFlows;
+  for (auto& kv : udpByKey_)
+    if (now - kv.second->lastSeen >= idle) idleFlows.push_back(kv.second);
+  for (UdpFlow* f : idleFlows) EndUdp(f, kEndDone, 0);
+  udpSweepAt_ = now + std::max<int64_t>(250, std::min<int64_t>(5000, idle / 4));
 }
 
 void Loop::OnEvent(Side* s, uint32_t events) {
@@ -2077,6 +2591,13 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
   put("refusedBacklog", s.refusedBacklog);
   put("connectFailures", s.connectFailures);
   put("connectTimeouts", s.connectTimeouts);
+  put("udpFlows", s.udpFlows);
+  put("udpActive", s.udpActive);
+  put("udpDatagrams", s.udpDatagrams);
+  put("udpDropped", s.udpDropped);
+  put("udpErrors", s.udpErrors);
+  put("udpRecvCalls", s.udpRecvCalls);
+  put("udpSendCalls", s.udpSendCalls);
   o.Set("threads", Napi::Number::New(env, static_cast<double>(e.Started().size())));
   return o;
 }
@@ -2168,6 +2689,8 @@ Napi::Value FastOpen(const Napi::CallbackInfo& info) {
   Napi::Function onWork = ArgFunction(env, info[0], call, "onWork");
   Napi::Object o = ArgObject(env, info[1], call, "options");
   int64_t timeout = ArgInt(env, o.Get("connectTimeoutMs"), call, "connectTimeoutMs", 1, 2147483647LL);
+  int64_t udpIdle = ArgInt(env, o.Get("udpIdleMs"), call, "udpIdleMs", 1, 2147483647LL);
+  TheEngine().udpIdleMs.store(udpIdle);
   auto* data = env.GetInstanceData<AddonData>();
   if (data->fast != nullptr) throw Napi::Error::New(env, call + ": already open in this environment");
   TheEngine().connectTimeoutMs.store(timeout);
@@ -2190,12 +2713,14 @@ Napi::Value FastOpen(const Napi::CallbackInfo& info) {
 Napi::Value FastListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "fastListen";
-  if (info.Length() < 5) ThrowTypeError(env, call + ": expected (family, address, port, backlog, threads)");
+  if (info.Length() < 6) ThrowTypeError(env, call + ": expected (family, address, port, backlog, threads, proto)");
   int family = ArgFamily(env, info[0], call);
   std::string address = ArgString(env, info[1], call, "address");
   int port = static_cast<int>(ArgInt(env, info[2], call, "port", 0, 65535));
   int backlog = static_cast<int>(ArgInt(env, info[3], call, "backlog", 1, 65535));
   int threads = static_cast<int>(ArgInt(env, info[4], call, "threads", 1, kMaxLoops));
+  int proto = static_cast<int>(ArgInt(env, info[5], call, "proto", 6, 17));
+  if (proto != 6 && proto != 17) ThrowTypeError(env, call + ": proto must be 6 (TCP) or 17 (UDP)");
   FastState* st = FastOf(env, call);
   SockAddr addr = ArgAddress(env, family, address, port, call, "address");
   std::vector<int> fds;
@@ -2204,13 +2729,17 @@ Napi::Value FastListen(const Napi::CallbackInfo& info) {
     throw SysError(env, err, call, syscall, detail, "on " + Describe(addr));
   };
   for (int i = 0; i < threads; i++) {
-    int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(family == 6 ? AF_INET6 : AF_INET, (proto == 6 ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) fail(errno, "socket", "");
     fds.push_back(fd);
     Failure f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
     if (!f) f = SetInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
     if (!f && family == 6) f = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
     if (!f) f = SetTransparent(fd, family);
+    if (!f && proto == 17) {
+      f = family == 6 ? SetInt(fd, IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, 1, "IPV6_RECVORIGDSTADDR")
+                      : SetInt(fd, IPPROTO_IP, IP_RECVORIGDSTADDR, 1, "IP_RECVORIGDSTADDR");
+    }
     if (f) fail(f.err, f.syscall, f.detail);
     if (bind(fd, addr.sa(), addr.len) != 0) fail(errno, "bind", "");
     if (i == 0 && port == 0) {  // the others join the port the first one got
@@ -2222,7 +2751,7 @@ Napi::Value FastListen(const Napi::CallbackInfo& info) {
       if (family == 6) reinterpret_cast<sockaddr_in6*>(&addr.ss)->sin6_port = htons(static_cast<uint16_t>(port));
       else reinterpret_cast<sockaddr_in*>(&addr.ss)->sin_port = htons(static_cast<uint16_t>(port));
     }
-    if (listen(fd, backlog) != 0) fail(errno, "listen", "");
+    if (proto == 6 && listen(fd, backlog) != 0) fail(errno, "listen", "");
   }
   std::vector<Loop*> loops;
   for (int i = 0; i < threads; i++) {
@@ -2237,6 +2766,7 @@ Napi::Value FastListen(const Napi::CallbackInfo& info) {
     auto* l = new Listener();
     l->fd = fds[static_cast<size_t>(i)];
     l->family = family;
+    l->proto = proto;
     l->channel = st->channel;
     group.push_back(l);
     loops[static_cast<size_t>(i)]->AddListener(l);
@@ -2272,7 +2802,7 @@ Napi::Value FastListenerClose(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-constexpr size_t kPendingWords = 12;
+constexpr size_t kPendingWords = 13;
 
 Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -2308,30 +2838,10 @@ Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
     }
     w[10] = p.srcPort;
     w[11] = p.dstPort;
+    w[12] = static_cast<uint32_t>(p.proto);
   }
   ch->pending.erase(ch->pending.begin(), ch->pending.begin() + static_cast<std::ptrdiff_t>(n));
   return Napi::Number::New(env, static_cast<double>(n));
-}
-
-SockAddr WordsToAddr(int family, const uint32_t* w, uint16_t port) {
-  SockAddr a;
-  if (family == 6) {
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(port);
-    for (int k = 0; k < 4; k++) {
-      uint32_t v = htonl(w[k]);
-      memcpy(s6->sin6_addr.s6_addr + 4 * k, &v, 4);
-    }
-    a.len = sizeof(sockaddr_in6);
-  } else {
-    auto* s4 = reinterpret_cast<sockaddr_in*>(&a.ss);
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(port);
-    s4->sin_addr.s_addr = htonl(w[0]);
-    a.len = sizeof(sockaddr_in);
-  }
-  return a;
 }
 
 Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
@@ -2347,14 +2857,27 @@ Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
   double* rec = buf.Data();
   for (size_t i = 0; i < n; i++, rec += 4) {
     double slotD = rec[0];
-    if (!(slotD >= 0) || slotD >= static_cast<double>(st->slab.size()) || st->slab[static_cast<size_t>(slotD)].fd < 0)
+    if (!(slotD >= 0) || slotD >= static_cast<double>(st->slab.size()) || st->slab[static_cast<size_t>(slotD)].proto == 0)
       ThrowTypeError(env, call + ": record " + std::to_string(i) + " names no pending connection");
     PendingConn p = st->slab[static_cast<size_t>(slotD)];
+    st->slab[static_cast<size_t>(slotD)].proto = 0;
     st->slab[static_cast<size_t>(slotD)].fd = -1;
     st->freeSlots.push_back(static_cast<uint32_t>(slotD));
     int action = static_cast<int>(rec[1]);
     rec[3] = 0;
     int err = 0;
+    if (p.proto == 17) {
+      // action 0 refuse (forget), 1/2 relay, 3 deny (remembered: later datagrams dropped natively)
+      Loop* ul = eng.LoopAt(p.loop, &err);
+      if (ul == nullptr) continue;
+      if (action < 0 || action > 3) action = 0;
+      if (action != 0) {  // relayed or remembered: either ends with a record
+        rec[3] = static_cast<double>(p.udpId);
+        st->live++;
+      }
+      ul->UdpVerdict(p.udpId, action, static_cast<uint32_t>(rec[2]), st->channel);
+      continue;
+    }
     Loop* loop = action == 1 || action == 2 ? eng.LoopAt(p.loop, &err) : nullptr;
     if (loop == nullptr) {  // refused (or, never in practice, its loop is gone)
       linger lg{1, 0};
@@ -2431,7 +2954,7 @@ Napi::Value FastAbort(const Napi::CallbackInfo& info) {
   if (loop == nullptr) return Napi::Boolean::New(env, false);
   {
     std::lock_guard<std::mutex> lock(loop->mu);
-    if (loop->relays.find(id) == loop->relays.end()) return Napi::Boolean::New(env, false);
+    if (loop->relays.count(id) == 0 && loop->udps.count(id) == 0) return Napi::Boolean::New(env, false);
   }
   loop->Abort(id);
   return Napi::Boolean::New(env, true);
@@ -2456,6 +2979,18 @@ Napi::Value FastProgress(const Napi::CallbackInfo& info) {
         out.push_back(static_cast<double>(a));
         out.push_back(static_cast<double>(b));
       }
+      for (auto& kv : l->udps) {
+        UdpFlow* f = kv.second;
+        if (f->fast != st->channel || f->tag == kUntracked) continue;
+        uint64_t a = f->bytes[0].load(std::memory_order_relaxed);
+        uint64_t b = f->bytes[1].load(std::memory_order_relaxed);
+        if (a == f->reported[0] && b == f->reported[1]) continue;
+        f->reported[0] = a;
+        f->reported[1] = b;
+        out.push_back(static_cast<double>(f->tag));
+        out.push_back(static_cast<double>(a));
+        out.push_back(static_cast<double>(b));
+      }
     }
   }
   Napi::Float64Array arr = Napi::Float64Array::New(env, out.size());
@@ -2474,12 +3009,13 @@ void FastTeardown(AddonData* data) {
   {
     std::lock_guard<std::mutex> lock(ch->mu);
     ch->closed = true;
-    for (PendingConn& p : ch->pending) close(p.fd);
+    for (PendingConn& p : ch->pending)
+      if (p.proto == 6) close(p.fd);
     ch->pending.clear();
     ch->done.clear();
   }
   for (PendingConn& p : st->slab)
-    if (p.fd >= 0) close(p.fd);
+    if (p.proto == 6 && p.fd >= 0) close(p.fd);
   for (Loop* l : TheEngine().Started()) l->AbortFast(ch);
   data->fast = nullptr;  // the channel stays allocated: loops may still name it
   delete st;

@@ -154,6 +154,8 @@ export class Dataplane {
   private fastReported = new Float64Array(2 * 256);
   private fastTicker: NodeJS.Timeout | undefined;
   private fastDrainScheduled = false;
+  /** Fast-path flows (TCP relays, UDP flows) whose end has not been taken yet. */
+  private fastLive = 0;
   /** e.close of fast-path flows (one function for all: the relay id is on the entry). */
   private readonly fastClose: (this: FlowEntry) => void;
   private readonly key = new FlowKey();
@@ -216,12 +218,13 @@ export class Dataplane {
       const address = family === 4 ? '127.0.0.1' : '::1';
       if (this.fast) {
         const threads = Math.max(1, Math.min(16, this.config.relayThreads ?? availableParallelism()));
-        this.fastListeners.push(this.fast.listen(family, address, this.config.port, 4096, threads).id);
-      } else {
-        this.tcpListeners.push(
-          await this.native.listenTransparentTcp({ family, address, port: this.config.port }, (socket, flow) => this.onTcp(socket, flow)),
-        );
+        this.fastListeners.push(this.fast.listen(family, address, this.config.port, 4096, threads, 6).id);
+        this.fastListeners.push(this.fast.listen(family, address, this.config.port, 1, threads, 17).id);
+        continue;
       }
+      this.tcpListeners.push(
+        await this.native.listenTransparentTcp({ family, address, port: this.config.port }, (socket, flow) => this.onTcp(socket, flow)),
+      );
       this.udpListeners.push(
         this.native.openUdp({ family, address, port: this.config.port, transparent: true, recvOrigDst: true }, (m, sa, sp, da, dp) =>
           this.onDatagram(m, sa, sp, da, dp),
@@ -268,7 +271,10 @@ export class Dataplane {
       decide(snap, e.toKey(this.key), this.decision);
       const audited = this.auditApplies(this.decision);
       if (this.decision.allowed || audited) {
-        if (e.state === 'denied') this.dropFlow(e); // the next datagram is decided afresh
+        if (e.state === 'denied') {
+          this.dropFlow(e); // the next datagram is decided afresh
+          if (e.handle > 0) e.close('re-decided'); // the engine forgets its denial
+        }
         else {
           e.revision = snap.revision;
           if (audited) this.auditedFlows.add(e);
@@ -408,7 +414,7 @@ export class Dataplane {
 
   private startFast(fast: FastTcpPath): void {
     this.fast = fast;
-    fast.open(() => this.onFastWork(), { connectTimeoutMs: this.config.connectTimeoutMs });
+    fast.open(() => this.onFastWork(), { connectTimeoutMs: this.config.connectTimeoutMs, udpIdleMs: this.config.udpIdleMs });
   }
 
   private onFastWork(): void {
@@ -447,8 +453,9 @@ export class Dataplane {
         else this.counters.refusedNotReady++;
         continue;
       }
+      const udp = p[o + 12] === PROTO_UDP;
       key.family = p[o + 1] === 6 ? 6 : 4;
-      key.proto = PROTO_TCP;
+      key.proto = udp ? PROTO_UDP : PROTO_TCP;
       key.src[0] = p[o + 2]!;
       key.src[1] = p[o + 3]!;
       key.src[2] = p[o + 4]!;
@@ -465,12 +472,14 @@ export class Dataplane {
         this.log.warn({ capacity: this.table.capacity }, 'flow refused: flow table full (NETPOLD_E_FLOW_TABLE_FULL)');
         continue;
       }
-      this.decideFirst(snap, key, e, 0);
-      if (e.state === 'denied') {
+      this.decideFirst(snap, key, e, udp ? 1 : 0);
+      if (e.state === 'denied' && !udp) {
         // TPROXY completed the handshake already: the client sees a reset right after connecting.
         this.table.remove(e);
         continue;
       }
+      // A denied UDP flow is remembered (natively: its datagrams are dropped there) until it
+      // idles or a policy change re-decides it.
       let tag = this.fastFreeTags.pop();
       if (tag === undefined) {
         tag = this.fastFlows.length;
@@ -485,9 +494,11 @@ export class Dataplane {
       this.fastReported[2 * tag] = 0;
       this.fastReported[2 * tag + 1] = 0;
       e.close = this.fastClose;
-      v[r + 1] = this.localTable.get(key.family, key.dst) >= 0 ? FastAction.RelayFromNode : FastAction.Relay;
+      v[r + 1] =
+        e.state === 'denied' ? FastAction.Deny : this.localTable.get(key.family, key.dst) >= 0 ? FastAction.RelayFromNode : FastAction.Relay;
       v[r + 2] = tag;
-      this.liveTcp++;
+      this.fastLive++;
+      if (!udp) this.liveTcp++;
     }
     fast.verdicts(v, n);
     for (let i = 0; i < n; i++) {
@@ -495,7 +506,7 @@ export class Dataplane {
       if (v[r + 1] === FastAction.Refuse) continue;
       this.fastFlows[v[r + 2]!]!.handle = v[r + 3]!;
     }
-    if (this.fastTicker === undefined && this.liveTcp > 0) {
+    if (this.fastTicker === undefined && this.fastLive > 0) {
       this.fastTicker = setInterval(() => this.tickFast(), SPLICE_PROGRESS_MS);
       this.fastTicker.unref();
     }
@@ -519,9 +530,10 @@ export class Dataplane {
       e.handle = 0;
       e.state = 'closed';
       this.table.remove(e);
-      if (--this.liveTcp === 0) this.drained?.();
+      this.fastLive--;
+      if (e.proto === PROTO_TCP && --this.liveTcp === 0) this.drained?.();
     }
-    if (this.liveTcp === 0 && this.fastTicker !== undefined) {
+    if (this.fastLive === 0 && this.fastTicker !== undefined) {
       clearInterval(this.fastTicker);
       this.fastTicker = undefined;
     }
@@ -676,7 +688,8 @@ export class Dataplane {
   private sweepIdleUdp(): void {
     const now = Date.now();
     for (const e of this.table.all()) {
-      if (e.proto === PROTO_UDP && now - e.lastSeen >= this.config.udpIdleMs) {
+      // Fast-path flows (handle > 0) are ended by the engine, which sees their every datagram.
+      if (e.proto === PROTO_UDP && e.handle === 0 && now - e.lastSeen >= this.config.udpIdleMs) {
         this.dropFlow(e);
         e.close('idle');
       }

@@ -206,10 +206,19 @@ export interface SpliceCounters {
   /** Fast path: upstream connects that failed (refused, unreachable...). */
   connectFailures: number;
   connectTimeouts: number;
+  /** UDP fast path: flows seen, flows live (any state), datagrams relayed, dropped (denied, full buffers), receive errors (ICMP). */
+  udpFlows: number;
+  udpActive: number;
+  udpDatagrams: number;
+  udpDropped: number;
+  udpErrors: number;
+  /** recvmmsg and sendmmsg calls: datagrams / (recv + send calls) is the batching achieved. */
+  udpRecvCalls: number;
+  udpSendCalls: number;
 }
 
 /** Words per accepted connection in FastTcpPath.takePending's buffer. */
-export const FAST_PENDING_WORDS = 12;
+export const FAST_PENDING_WORDS = 13;
 /** Numbers per verdict in FastTcpPath.verdicts' buffer. */
 export const FAST_VERDICT_WORDS = 4;
 /** Numbers per ended relay in FastTcpPath.takeDone's buffer. */
@@ -223,6 +232,8 @@ export const FastAction = {
   Relay: 1,
   /** Relay, upstream from the node's own address (the destination is the node itself). */
   RelayFromNode: 2,
+  /** UDP only: denied and remembered; the flow's datagrams are dropped natively until it idles or is aborted. */
+  Deny: 3,
 } as const;
 
 /** How a fast-path relay ended (FastTcpPath.takeDone): as SpliceRelayEnd, plus UpstreamFailed. */
@@ -245,11 +256,15 @@ export const FastEnd = {
  */
 export interface FastTcpPath {
   /** Sets the function called when connections wait for verdicts or relays have ended. */
-  open(onWork: () => void, opts: { connectTimeoutMs: number }): void;
-  /** A listener group of `threads` sockets (and engine loops) on address:port. */
-  listen(family: IpFamily, address: string, port: number, backlog: number, threads: number): { id: number; port: number };
+  open(onWork: () => void, opts: { connectTimeoutMs: number; udpIdleMs: number }): void;
+  /**
+   * A listener group of `threads` sockets (and engine loops) on address:port; proto 6 TCP, 17
+   * UDP (first datagrams of new flows; each allowed flow then gets two connected sockets of its
+   * own and its datagrams never reach JS).
+   */
+  listen(family: IpFamily, address: string, port: number, backlog: number, threads: number, proto: 6 | 17): { id: number; port: number };
   closeListener(id: number): void;
-  /** Fills buf with up to buf.length / FAST_PENDING_WORDS connections: [slot, family, src×4, dst×4, srcPort, dstPort]. */
+  /** Fills buf with up to buf.length / FAST_PENDING_WORDS new flows: [slot, family, src×4, dst×4, srcPort, dstPort, proto]. */
   takePending(buf: Uint32Array): number;
   /** n records [slot, action (FastAction), tag, id←] (the relay id is written back for relays). */
   verdicts(buf: Float64Array, n: number): void;
@@ -320,8 +335,8 @@ interface NativeBinding {
   spliceProgress(): Float64Array;
   spliceStats(): SpliceCounters;
   tcpClose(fd: number, reset: boolean): void;
-  fastOpen(onWork: () => void, opts: { connectTimeoutMs: number }): void;
-  fastListen(family: IpFamily, address: string, port: number, backlog: number, threads: number): { id: number; port: number };
+  fastOpen(onWork: () => void, opts: { connectTimeoutMs: number; udpIdleMs: number }): void;
+  fastListen(family: IpFamily, address: string, port: number, backlog: number, threads: number, proto: number): { id: number; port: number };
   fastListenerClose(id: number): boolean;
   fastTakePending(buf: Uint32Array): number;
   fastVerdicts(buf: Float64Array, n: number): void;
@@ -513,7 +528,7 @@ class RealNativeSockets implements NativeSockets {
           opened = true;
         }
       },
-      listen: (family, address, port, backlog, threads) => b.fastListen(family, address, port, backlog, threads),
+      listen: (family, address, port, backlog, threads, proto) => b.fastListen(family, address, port, backlog, threads, proto),
       closeListener: (id) => {
         b.fastListenerClose(id);
       },

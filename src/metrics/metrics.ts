@@ -293,6 +293,11 @@ export class AgentMetrics {
     gaugeFrom(registers, 'netpold_engine_relays_active', 'TCP relays the native engine is running.', eng((c) => c.active));
     gaugeFrom(registers, 'netpold_engine_pipes_pooled', 'Empty pipes pooled by the engine loops (a relay holds a pipe only while bytes are in flight).', eng((c) => c.pipesPooled));
     gaugeFrom(registers, 'netpold_engine_threads', 'Native engine loop threads started.', eng((c) => c.threads));
+    counterFrom(registers, 'netpold_engine_udp_flows_total', 'UDP flows the native engine saw start (their first datagrams went to JS for a verdict).', eng((c) => c.udpFlows));
+    gaugeFrom(registers, 'netpold_engine_udp_flows_active', 'UDP flows held by the native engine (pending, allowed or remembered as denied).', eng((c) => c.udpActive));
+    counterFrom(registers, 'netpold_engine_udp_datagrams_total', 'UDP datagrams relayed by the native engine, both directions (none of them through JS).', eng((c) => c.udpDatagrams));
+    counterFrom(registers, 'netpold_engine_udp_dropped_total', 'UDP datagrams dropped by the native engine (denied flows, full send buffers, a full queue awaiting a verdict).', eng((c) => c.udpDropped));
+    counterFrom(registers, 'netpold_engine_udp_io_calls_total', 'recvmmsg and sendmmsg calls of the native engine (datagrams per call: the batching achieved).', eng((c) => c.udpRecvCalls + c.udpSendCalls));
 
     // --- flow log and health ------------------------------------------------------------------
     counterFrom(registers, 'netpold_flow_log_lines_total', 'Flow-log lines written.', () => p()?.flowLog?.counters.written);
