@@ -921,6 +921,7 @@ struct Stats {
       accepted{0}, acceptErrors{0}, refusedBacklog{0}, connectFailures{0}, connectTimeouts{0},
       // UDP fast path
       udpFlows{0}, udpActive{0}, udpDatagrams{0}, udpDropped{0}, udpErrors{0}, udpRecvCalls{0}, udpSendCalls{0};
+  std::atomic<uint64_t> acceptedByLoop[kMaxLoops] = {};
 };
 
 // One environment's way back to JS. Deliver() and the threadsafe function's finalizer take the
@@ -1730,6 +1731,7 @@ void Loop::OnAccept(Listener* l) {
   }
   if (n == 0) return;
   stats.accepted.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  stats.acceptedByLoop[index_].fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   FastChannel* ch = l->channel;
   int refused = 0;
   {
@@ -2598,6 +2600,12 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
   put("udpErrors", s.udpErrors);
   put("udpRecvCalls", s.udpRecvCalls);
   put("udpSendCalls", s.udpSendCalls);
+  Napi::Array byLoop = Napi::Array::New(env);
+  for (int i = 0; i < kMaxLoops; i++) {
+    if (e.loops[i] == nullptr) break;
+    byLoop.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(s.acceptedByLoop[i].load())));
+  }
+  o.Set("acceptedByThread", byLoop);
   o.Set("threads", Napi::Number::New(env, static_cast<double>(e.Started().size())));
   return o;
 }

@@ -199,6 +199,8 @@ export interface SpliceCounters {
   threads: number;
   /** Fast path: connections accepted by the engine loops. */
   accepted: number;
+  /** The same by loop (thread) index: how the SO_REUSEPORT group spread them. */
+  acceptedByThread: number[];
   /** Fast path: accept4/getsockname failures (EMFILE... pauses the listener for 100 ms). */
   acceptErrors: number;
   /** Fast path: connections reset because too many were waiting for verdicts (JS not keeping up). */

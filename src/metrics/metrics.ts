@@ -283,7 +283,18 @@ export class AgentMetrics {
       const f = p()?.engine;
       return f ? get(f()) : undefined;
     };
-    counterFrom(registers, 'netpold_engine_accepted_total', 'TCP connections accepted by the native engine loops (fast path).', eng((c) => c.accepted));
+    new Counter({
+      name: 'netpold_engine_accepted_total',
+      help: 'TCP connections accepted by the native engine, by engine thread (each accepts on its own socket of the SO_REUSEPORT listener group).',
+      labelNames: ['thread'],
+      registers,
+      collect() {
+        const f = p()?.engine;
+        if (!f) return;
+        this.reset();
+        f().acceptedByThread.forEach((n, i) => this.inc({ thread: String(i) }, n));
+      },
+    });
     counterFrom(registers, 'netpold_engine_syscalls_total', 'System calls made by the native engine (accept, connect, splice, epoll, close...): divided by accepted connections, the syscalls per connection.', eng((c) => c.syscalls));
     counterFrom(registers, 'netpold_engine_wakeups_total', 'epoll_wait returns of the native engine loops.', eng((c) => c.wakeups));
     counterFrom(registers, 'netpold_engine_splice_calls_total', 'splice(2) calls of the native engine.', eng((c) => c.spliceCalls));
