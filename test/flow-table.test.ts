@@ -212,6 +212,18 @@ describe('FlowTable: register, lookup, remove by 5-tuple', () => {
     expect(t.size).toBe(1);
   });
 
+  it('a removed entry keeps its own addresses when its slot (and address column) is reused', () => {
+    const t = new FlowTable(1, 1000);
+    const a = t.register(key(V6), 0)!;
+    t.remove(a);
+    const b = t.register(key(V4), 1)!;
+    expect(b.slot).toBe(0);
+    expect(entryText(a)).toBe(keyText(key(V6)));
+    expect([...a.src]).toEqual([...key(V6).src]);
+    expect([...a.dst]).toEqual([...key(V6).dst]);
+    expect(entryText(b)).toBe(keyText(key(V4)));
+  });
+
   it('removing from the middle of a hash chain keeps the rest of the chain reachable', () => {
     // 200 flows over 256 buckets: many chains. Remove every third, then check every flow.
     const t = new FlowTable(200, 1000);

@@ -2,6 +2,12 @@
 // snapshot revision it was decided under. Only a flow's first packet is decided; later packets
 // of a UDP flow find their entry here by 5-tuple (numeric hash, no string keys).
 //
+// Memory: an entry is a small object of numbers; its addresses (8 words) live in a column of
+// the table, indexed by the entry's slot, so a tracked flow costs no typed array of its own
+// (two Uint32Arrays per entry were ~400 of its ~570 heap bytes). `src`/`dst` are views made on
+// access (logging, explaining: not the per-flow path); a removed entry keeps a copy of its
+// addresses, taken at removal, since its slot may be reused at once.
+//
 // Bounded: when full, idle flows (no traffic for `idleMs`) are evicted first, oldest first;
 // if none is idle the new flow is refused (counted, and the caller logs it): never a crash and
 // never an allow without a decision.
@@ -14,8 +20,6 @@ export class FlowEntry {
   slot = -1;
   proto = 0;
   family: Family = 4;
-  readonly src = new Uint32Array(4);
-  readonly dst = new Uint32Array(4);
   srcPort = 0;
   dstPort = 0;
   state: FlowState = 'pending';
@@ -25,19 +29,47 @@ export class FlowEntry {
   /** The native fast path's relay id (0: none). */
   handle = 0;
   /** Set by the relay: closes the flow's sockets (reset for TCP). */
-  close: (reason: string) => void = () => {};
+  close: (reason: string) => void = noop;
+  /** The table's address column while registered (words slot*8 .. slot*8+7)... */
+  words: Uint32Array | undefined = undefined;
+  /** ...else the entry's own copy: src in words 0..3, dst in 4..7. */
+  base = 0;
 
-  /** Copies the entry's 5-tuple into a FlowKey (for re-decisions). */
+  private addrs(): Uint32Array {
+    if (this.words === undefined) {
+      this.words = new Uint32Array(8);
+      this.base = 0;
+    }
+    return this.words;
+  }
+
+  /** The source address words (a view: writes go to the entry). */
+  get src(): Uint32Array {
+    return this.addrs().subarray(this.base, this.base + 4);
+  }
+
+  /** The destination address words (a view: writes go to the entry). */
+  get dst(): Uint32Array {
+    return this.addrs().subarray(this.base + 4, this.base + 8);
+  }
+
+  /** Copies the entry's 5-tuple into a FlowKey (for re-decisions). Allocates nothing. */
   toKey(key: FlowKey): FlowKey {
+    const w = this.addrs();
+    const b = this.base;
     key.proto = this.proto;
     key.family = this.family;
-    key.src.set(this.src);
-    key.dst.set(this.dst);
+    for (let i = 0; i < 4; i++) {
+      key.src[i] = w[b + i]!;
+      key.dst[i] = w[b + 4 + i]!;
+    }
     key.srcPort = this.srcPort;
     key.dstPort = this.dstPort;
     return key;
   }
 }
+
+function noop(): void {}
 
 export interface FlowTableStats {
   entries: number;
@@ -49,6 +81,8 @@ export interface FlowTableStats {
 
 export class FlowTable {
   private readonly entries: (FlowEntry | undefined)[];
+  /** Addresses per slot: src words 0..3, dst words 4..7. */
+  private readonly addrs: Uint32Array;
   private readonly next: Int32Array; // chain links per slot
   private readonly buckets: Int32Array;
   private readonly free: number[] = [];
@@ -61,6 +95,7 @@ export class FlowTable {
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('flow table capacity must be a positive integer');
     this.entries = new Array(capacity);
+    this.addrs = new Uint32Array(capacity * 8);
     this.next = new Int32Array(capacity).fill(-1);
     let nb = 16;
     while (nb < capacity) nb *= 2;
@@ -72,30 +107,38 @@ export class FlowTable {
     return this.stats.entries;
   }
 
-  private static hash(proto: number, family: number, src: Uint32Array, dst: Uint32Array, sport: number, dport: number): number {
+  /** Hash of a 5-tuple whose addresses are src = w[o..o+3], dst = w[o+4..o+7] (or src, dst arrays). */
+  private static hash(proto: number, family: number, src: Uint32Array, so: number, dst: Uint32Array, d: number, sport: number, dport: number): number {
     let h = Math.imul(proto ^ (family << 8) ^ (sport << 16) ^ dport, 0x9e3779b1);
     for (let i = 0; i < 4; i++) {
-      h = Math.imul(h ^ src[i]!, 0x85ebca6b);
-      h = Math.imul(h ^ dst[i]!, 0xc2b2ae35);
+      h = Math.imul(h ^ src[so + i]!, 0x85ebca6b);
+      h = Math.imul(h ^ dst[d + i]!, 0xc2b2ae35);
     }
     return (h ^ (h >>> 16)) >>> 0;
   }
 
-  private bucketOf(proto: number, family: number, src: Uint32Array, dst: Uint32Array, sport: number, dport: number): number {
-    return FlowTable.hash(proto, family, src, dst, sport, dport) & (this.buckets.length - 1);
+  private bucketOfKey(key: FlowKey): number {
+    return FlowTable.hash(key.proto, key.family, key.src, 0, key.dst, 0, key.srcPort, key.dstPort) & (this.buckets.length - 1);
+  }
+
+  private bucketOfSlot(e: FlowEntry, slot: number): number {
+    const a = this.addrs;
+    return FlowTable.hash(e.proto, e.family, a, slot * 8, a, slot * 8 + 4, e.srcPort, e.dstPort) & (this.buckets.length - 1);
   }
 
   /** The live entry for this 5-tuple, if any. Allocates nothing. */
   lookup(key: FlowKey, now: number): FlowEntry | undefined {
     this.stats.lookups++;
-    let s = this.buckets[this.bucketOf(key.proto, key.family, key.src, key.dst, key.srcPort, key.dstPort)]!;
+    const a = this.addrs;
+    let s = this.buckets[this.bucketOfKey(key)]!;
     while (s >= 0) {
       const e = this.entries[s]!;
+      const o = s * 8;
       if (
         e.proto === key.proto && e.family === key.family && e.srcPort === key.srcPort && e.dstPort === key.dstPort &&
-        e.src[0] === key.src[0] && e.dst[0] === key.dst[0] &&
-        (key.family === 4 || (e.src[1] === key.src[1] && e.src[2] === key.src[2] && e.src[3] === key.src[3] &&
-          e.dst[1] === key.dst[1] && e.dst[2] === key.dst[2] && e.dst[3] === key.dst[3]))
+        a[o] === key.src[0] && a[o + 4] === key.dst[0] &&
+        (key.family === 4 || (a[o + 1] === key.src[1] && a[o + 2] === key.src[2] && a[o + 3] === key.src[3] &&
+          a[o + 5] === key.dst[1] && a[o + 6] === key.dst[2] && a[o + 7] === key.dst[3]))
       ) {
         this.stats.hits++;
         e.lastSeen = now;
@@ -121,12 +164,18 @@ export class FlowTable {
     e.slot = slot;
     e.proto = key.proto;
     e.family = key.family;
-    e.src.set(key.src);
-    e.dst.set(key.dst);
+    const a = this.addrs;
+    const o = slot * 8;
+    for (let i = 0; i < 4; i++) {
+      a[o + i] = key.src[i]!;
+      a[o + 4 + i] = key.dst[i]!;
+    }
+    e.words = a;
+    e.base = o;
     e.srcPort = key.srcPort;
     e.dstPort = key.dstPort;
     e.lastSeen = now;
-    const b = this.bucketOf(e.proto, e.family, e.src, e.dst, e.srcPort, e.dstPort);
+    const b = this.bucketOfSlot(e, slot);
     this.next[slot] = this.buckets[b]!;
     this.buckets[b] = slot;
     this.entries[slot] = e;
@@ -138,7 +187,7 @@ export class FlowTable {
   remove(e: FlowEntry): void {
     const slot = e.slot;
     if (slot < 0 || this.entries[slot] !== e) return;
-    const b = this.bucketOf(e.proto, e.family, e.src, e.dst, e.srcPort, e.dstPort);
+    const b = this.bucketOfSlot(e, slot);
     let s = this.buckets[b]!;
     let prev = -1;
     while (s >= 0 && s !== slot) {
@@ -152,6 +201,9 @@ export class FlowTable {
     this.next[slot] = -1;
     this.entries[slot] = undefined;
     this.free.push(slot);
+    // The slot may be reused at once: the entry keeps its own copy of its addresses.
+    e.words = this.addrs.slice(slot * 8, slot * 8 + 8);
+    e.base = 0;
     e.slot = -1;
     this.stats.entries--;
   }
