@@ -1059,32 +1059,20 @@ struct FastChannel {
   }
 };
 
-class Loop;
-
-// One SO_REUSEPORT member of a fast-path listener group: each loop accepts on its own socket,
-// and the kernel spreads new connections over the group by their addresses (so over cores).
-struct Listener : EpollItem {
-  Listener() : EpollItem(kListener) {}
-  int fd = -1;
-  int family = 4;
-  int proto = 6;
-  FastChannel* channel = nullptr;
-  bool paused = false;     // out of fds: not polled until resumeAt
-  int64_t resumeAt = 0;
-};
-
-// ---- UDP fast path: a flow's own two sockets -------------------------------------------------
+// ---- UDP fast path ---------------------------------------------------------------------------
 //
-// An allowed UDP flow gets two connected sockets, both IP_TRANSPARENT with SO_REUSEADDR: `reply`
-// bound to the original destination and connected to the client, `upstream` bound to the client's
-// address and port (or to the node, when the node is the destination) and connected to the
-// destination. The kernel's socket lookup prefers a connected socket (exact 4-tuple) over the
-// listener, and the nft `socket transparent` rule marks both directions for local delivery, so
-// every later datagram of the flow lands on one of its own sockets: client datagrams on `reply`,
-// forwarded on `upstream`, and server datagrams the other way. No lookup and no JS per datagram;
-// recvmmsg/sendmmsg move up to kUdpBatch datagrams per pair of calls. Only a flow's first
-// datagrams (and any the kernel queued on the listener before its sockets existed) go through
-// the listener and the loop's table of flows by 5-tuple.
+// UDP runs on one engine loop (loop 0): its listener, every flow and every socket, so the
+// loop's table of flows by 5-tuple needs no lock. An allowed flow gets one socket of its own,
+// `upstream`: IP_TRANSPARENT, bound to the client's address and port (or to the node, when the
+// node is the destination), connected to the destination. Replies come back on it (the nft
+// `socket transparent` rule marks them for local delivery) and leave through the destination's
+// `reply` socket: IP_TRANSPARENT, bound to the destination address and port, unconnected, shared
+// by every flow to that destination (so a flow costs one fd, and binds never pile up on one
+// port). Client datagrams that the kernel delivers to a reply socket (its lookup comes before
+// TPROXY) are handled exactly like those on the listener: the flow is found in the table (or is
+// new, and asks JS for a verdict) and the datagrams go out on its upstream socket. No JS per
+// datagram: recvmmsg takes up to kUdpBatch datagrams per call, and each run of datagrams of one
+// flow leaves in one sendmmsg.
 
 struct UdpKey {
   uint32_t src[4];
@@ -1110,12 +1098,13 @@ struct UdpKeyHash {
 };
 
 struct UdpFlow;
+struct Listener;
 
+// A flow's upstream socket.
 struct UdpSock : EpollItem {
   UdpSock() : EpollItem(kUdp) {}
   UdpFlow* flow = nullptr;
   int fd = -1;
-  int dir = 0;  // the direction of what it receives: 0 client -> server (reply socket), 1 back
 };
 
 constexpr uint32_t kUntracked = UINT32_MAX;  // a flow JS keeps no entry for (refused)
@@ -1132,11 +1121,30 @@ struct UdpFlow {
   UdpKey key{};
   State state = kPending;
   bool finished = false;
-  UdpSock sock[2];  // [0] reply (receives the client's datagrams), [1] upstream
+  UdpSock upstream;
+  Listener* reply = nullptr;  // the destination's shared reply socket (allowed flows)
   int64_t lastSeen = 0;
   std::atomic<uint64_t> bytes[2] = {{0}, {0}};
   uint64_t reported[2] = {0, 0};  // by fastProgress (JS thread, under Loop::mu)
   std::vector<std::string> queued;  // before the verdict
+};
+
+class Loop;
+
+// One SO_REUSEPORT member of a fast-path listener group: each loop accepts on its own socket,
+// and the kernel spreads new connections over the group by their addresses (so over cores).
+struct Listener : EpollItem {
+  Listener() : EpollItem(kListener) {}
+  int fd = -1;
+  int family = 4;
+  int proto = 6;
+  FastChannel* channel = nullptr;
+  bool paused = false;     // out of fds: not polled until resumeAt
+  int64_t resumeAt = 0;
+  // A UDP reply socket (see "UDP fast path"): bound to this destination, used by `users` flows.
+  bool reply = false;
+  int users = 0;
+  UdpKey addr{};  // dst words, dstPort and family set; src zero
 };
 
 SockAddr WordsToAddr(int family, const uint32_t* w, uint16_t port) {
@@ -1225,6 +1233,8 @@ class Loop {
   void SweepUdp(int64_t now);
   void FlushQueued(UdpFlow* f);
   void EndUdpLockedForget(UdpFlow* f);
+  Listener* ReplySocket(const UdpKey& flowKey, FastChannel* ch, Failure* fail);
+  void ReleaseReply(Listener* l);
 
   int index_;
   std::vector<Pipe> pool_;
@@ -1233,6 +1243,8 @@ class Loop {
   std::vector<Listener*> listeners_;
   std::unordered_map<UdpKey, UdpFlow*, UdpKeyHash> udpByKey_;
   std::vector<UdpFlow*> deadUdp_;
+  std::unordered_map<UdpKey, Listener*, UdpKeyHash> replies_;  // by destination (src zero)
+  std::vector<Listener*> deadListeners_;
   int64_t udpSweepAt_ = 0;
   std::unique_ptr<char[]> udpBuf_;  // kUdpBatch slots of kUdpSlot bytes, allocated on first use
   int ep_ = -1;
@@ -1495,7 +1507,7 @@ int Loop::TimeoutMs() {
   if (!connecting_.empty()) next = connecting_.front().first;
   for (Listener* l : listeners_)
     if (l->paused && (next < 0 || l->resumeAt < next)) next = l->resumeAt;
-  if (!udpByKey_.empty() && (next < 0 || udpSweepAt_ < next)) next = udpSweepAt_;
+  if (udpSweepAt_ != 0 && (next < 0 || udpSweepAt_ < next)) next = udpSweepAt_;
   if (next < 0) return -1;
   int64_t wait = next - NowMs();
   return wait <= 0 ? 0 : static_cast<int>(std::min<int64_t>(wait, 60000));
@@ -1527,6 +1539,7 @@ void Loop::Run() {
       }
       if (item->kind == EpollItem::kListener) {
         auto* l = static_cast<Listener*>(item);
+        if (l->fd < 0) continue;  // a reply socket closed earlier in this turn
         if (l->proto == 6) OnAccept(l);
         else OnUdpListener(l);
         continue;
@@ -1559,7 +1572,7 @@ void Loop::Run() {
         else l->resumeAt = now + 100;
       }
     }
-    if (!udpByKey_.empty()) {
+    if (udpSweepAt_ != 0) {
       int64_t now = NowMs();
       if (now >= udpSweepAt_) SweepUdp(now);
     }
@@ -1568,6 +1581,8 @@ void Loop::Run() {
     dead_.clear();
     for (UdpFlow* f : deadUdp_) delete f;
     deadUdp_.clear();
+    for (Listener* l : deadListeners_) delete l;
+    deadListeners_.clear();
   }
 }
 
@@ -1895,10 +1910,30 @@ bool KeyFromAddrs(const sockaddr_storage& src, const sockaddr_storage& dst, UdpK
   }
   return false;
 }
+
+// Sends msgs[from, to) on fd in as few sendmmsg calls as it takes; returns how many left.
+int SendRun(int fd, mmsghdr* msgs, int n, Stats& stats) {
+  int sent = 0;
+  while (sent < n) {
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    stats.udpSendCalls.fetch_add(1, std::memory_order_relaxed);
+    int k = sendmmsg(fd, msgs + sent, static_cast<unsigned>(n - sent), MSG_DONTWAIT);
+    if (k > 0) {
+      sent += k;
+      continue;
+    }
+    if (k < 0 && errno == EINTR) continue;
+    break;  // EAGAIN (send buffer full), ECONNREFUSED...: the rest is dropped, as UDP may
+  }
+  stats.udpDatagrams.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+  if (sent < n) stats.udpDropped.fetch_add(static_cast<uint64_t>(n - sent), std::memory_order_relaxed);
+  return sent;
+}
 }  // namespace
 
-// Datagrams on a listener: first datagrams of new flows (queued for a verdict), and the few a
-// flow's own sockets did not catch (queued on the listener before they existed).
+// Datagrams from clients, on the listener or on a reply socket: a batch in; each run of
+// datagrams of one allowed flow out on its upstream socket in one sendmmsg; the first datagrams
+// of a new flow queued with it while JS decides.
 void Loop::OnUdpListener(Listener* l) {
   Engine& eng = TheEngine();
   Stats& stats = eng.stats;
@@ -1924,6 +1959,20 @@ void Loop::OnUdpListener(Listener* l) {
   int n = recvmmsg(l->fd, msgs, kUdpBatch, MSG_DONTWAIT, nullptr);
   if (n <= 0) return;
   int64_t now = NowMs();
+  // Runs of one flow's datagrams, rebuilt in place as outgoing messages (no names: connected).
+  mmsghdr out[kUdpBatch];
+  iovec outIov[kUdpBatch];
+  int runLen = 0;
+  UdpFlow* runFlow = nullptr;
+  auto flush = [&]() {
+    if (runLen == 0) return;
+    int sent = SendRun(runFlow->upstream.fd, out, runLen, stats);
+    uint64_t bytes = 0;
+    for (int j = 0; j < sent; j++) bytes += outIov[j].iov_len;
+    runFlow->bytes[0].fetch_add(bytes, std::memory_order_relaxed);
+    runLen = 0;
+    runFlow = nullptr;
+  };
   for (int i = 0; i < n; i++) {
     msghdr& m = msgs[i].msg_hdr;
     if (m.msg_flags & MSG_TRUNC) {
@@ -1946,22 +1995,22 @@ void Loop::OnUdpListener(Listener* l) {
       stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    const char* data = static_cast<const char*>(m.msg_iov->iov_base);
+    char* data = static_cast<char*>(m.msg_iov->iov_base);
     size_t len = msgs[i].msg_len;
     auto it = udpByKey_.find(key);
     if (it != udpByKey_.end()) {
       UdpFlow* f = it->second;
       f->lastSeen = now;
-      if (f->state == UdpFlow::kPending && f->queued.size() < kUdpQueueMax) {
+      if (f->state == UdpFlow::kAllowed) {
+        if (runFlow != f) flush();
+        runFlow = f;
+        outIov[runLen] = iovec{data, len};
+        memset(&out[runLen].msg_hdr, 0, sizeof out[runLen].msg_hdr);
+        out[runLen].msg_hdr.msg_iov = &outIov[runLen];
+        out[runLen].msg_hdr.msg_iovlen = 1;
+        runLen++;
+      } else if (f->state == UdpFlow::kPending && f->queued.size() < kUdpQueueMax) {
         f->queued.emplace_back(data, len);
-      } else if (f->state == UdpFlow::kAllowed) {
-        stats.syscalls.fetch_add(1, std::memory_order_relaxed);
-        if (send(f->sock[1].fd, data, len, MSG_DONTWAIT) >= 0) {
-          f->bytes[0].fetch_add(len, std::memory_order_relaxed);
-          stats.udpDatagrams.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
-        }
       } else {
         stats.udpDropped.fetch_add(1, std::memory_order_relaxed);  // denied, or queue full
       }
@@ -1977,10 +2026,7 @@ void Loop::OnUdpListener(Listener* l) {
     f->key = key;
     f->lastSeen = now;
     f->queued.emplace_back(data, len);
-    for (int d = 0; d < 2; d++) {
-      f->sock[d].flow = f;
-      f->sock[d].dir = d;
-    }
+    f->upstream.flow = f;
     udpByKey_.emplace(key, f);
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -1999,10 +2045,8 @@ void Loop::OnUdpListener(Listener* l) {
     p.srcPort = key.srcPort;
     p.dstPort = key.dstPort;
   }
-  if (udpSweepAt_ == 0 || udpSweepAt_ < now) {
-    int64_t every = std::max<int64_t>(250, std::min<int64_t>(5000, eng.udpIdleMs.load() / 4));
-    if (udpSweepAt_ <= now) udpSweepAt_ = now + every;
-  }
+  flush();
+  if (udpSweepAt_ == 0) udpSweepAt_ = now + std::max<int64_t>(250, std::min<int64_t>(5000, eng.udpIdleMs.load() / 4));
   if (nb == 0) return;
   FastChannel* ch = l->channel;
   int refused = 0;
@@ -2022,49 +2066,101 @@ void Loop::OnUdpListener(Listener* l) {
   if (refused > 0) stats.refusedBacklog.fetch_add(static_cast<uint64_t>(refused), std::memory_order_relaxed);
 }
 
-// The flow's two connected sockets (see "UDP fast path" above).
+// The destination's shared reply socket, opened on first use.
+Listener* Loop::ReplySocket(const UdpKey& flowKey, FastChannel* ch, Failure* fail) {
+  UdpKey k{};
+  k.family = flowKey.family;
+  memcpy(k.dst, flowKey.dst, sizeof k.dst);
+  k.dstPort = flowKey.dstPort;
+  auto it = replies_.find(k);
+  if (it != replies_.end()) return it->second;
+  Stats& stats = TheEngine().stats;
+  int fd = socket(k.family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  stats.syscalls.fetch_add(7, std::memory_order_relaxed);
+  if (fd < 0) {
+    *fail = Failure{errno, "socket", ""};
+    return nullptr;
+  }
+  SockAddr local = WordsToAddr(k.family, k.dst, k.dstPort);
+  Failure f = SetTransparent(fd, k.family);
+  if (!f) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+  if (!f && k.family == 6) f = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+  if (!f) {
+    f = k.family == 6 ? SetInt(fd, IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, 1, "IPV6_RECVORIGDSTADDR")
+                      : SetInt(fd, IPPROTO_IP, IP_RECVORIGDSTADDR, 1, "IP_RECVORIGDSTADDR");
+  }
+  if (!f && bind(fd, local.sa(), local.len) != 0) f = Failure{errno, "bind", ""};
+  auto* l = new Listener();
+  l->fd = fd;
+  l->family = k.family;
+  l->proto = 17;
+  l->channel = ch;
+  l->reply = true;
+  l->addr = k;
+  if (!f) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = l;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) f = Failure{errno, "epoll_ctl", ""};
+  }
+  if (f) {
+    close(fd);
+    delete l;
+    *fail = f;
+    return nullptr;
+  }
+  replies_.emplace(k, l);
+  return l;
+}
+
+void Loop::ReleaseReply(Listener* l) {
+  if (--l->users > 0) return;
+  replies_.erase(l->addr);
+  TheEngine().stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+  close(l->fd);  // leaves the epoll set with it
+  l->fd = -1;
+  deadListeners_.push_back(l);  // a later event of this turn may still name it
+}
+
+// An allowed flow's upstream socket, and its share of the destination's reply socket.
 bool Loop::OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail) {
   const UdpKey& k = f->key;
+  Listener* reply = ReplySocket(k, f->fast, fail);
+  if (reply == nullptr) return false;
+  reply->users++;
+  f->reply = reply;
   SockAddr client = WordsToAddr(k.family, k.src, k.srcPort);
   SockAddr server = WordsToAddr(k.family, k.dst, k.dstPort);
-  int af = k.family == 6 ? AF_INET6 : AF_INET;
-  for (int d = 0; d < 2; d++) {
-    Failure& f2 = *fail;
-    int fd = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    TheEngine().stats.syscalls.fetch_add(1, std::memory_order_relaxed);
-    if (fd < 0) {
-      f2 = Failure{errno, "socket", ""};
-      return false;
-    }
-    f->sock[d].fd = fd;
-    const SockAddr& local = d == 0 ? server : client;
-    const SockAddr& peer = d == 0 ? client : server;
-    bool bindLocal = d == 0 || !fromNode;
-    TheEngine().stats.syscalls.fetch_add(bindLocal ? 5 : 1, std::memory_order_relaxed);
-    if (bindLocal) {
-      f2 = SetTransparent(fd, k.family);
-      if (!f2) f2 = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
-      if (!f2 && k.family == 6) f2 = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
-      if (!f2 && bind(fd, local.sa(), local.len) != 0) f2 = Failure{errno, "bind", ""};
-    }
-    if (!f2 && connect(fd, peer.sa(), peer.len) != 0) f2 = Failure{errno, "connect", ""};
-    if (!f2) {
-      epoll_event ev{};
-      ev.events = EPOLLIN;  // level-triggered: a batch limit leaves the rest for the next turn
-      ev.data.ptr = &f->sock[d];
-      TheEngine().stats.syscalls.fetch_add(1, std::memory_order_relaxed);
-      if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) f2 = Failure{errno, "epoll_ctl", ""};
-    }
-    if (f2) return false;
+  Stats& stats = TheEngine().stats;
+  int fd = socket(k.family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  stats.syscalls.fetch_add(fromNode ? 3 : 6, std::memory_order_relaxed);
+  if (fd < 0) {
+    *fail = Failure{errno, "socket", ""};
+    return false;
   }
-  return true;
+  f->upstream.fd = fd;
+  Failure& e = *fail;
+  if (!fromNode) {
+    e = SetTransparent(fd, k.family);
+    if (!e) e = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+    if (!e && k.family == 6) e = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+    if (!e && bind(fd, client.sa(), client.len) != 0) e = Failure{errno, "bind", ""};
+  }
+  if (!e && connect(fd, server.sa(), server.len) != 0) e = Failure{errno, "connect", ""};
+  if (!e) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: a batch limit leaves the rest for the next turn
+    ev.data.ptr = &f->upstream;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) e = Failure{errno, "epoll_ctl", ""};
+  }
+  return !e;
 }
 
 void Loop::FlushQueued(UdpFlow* f) {
   Stats& stats = TheEngine().stats;
   for (const std::string& d : f->queued) {
     stats.syscalls.fetch_add(1, std::memory_order_relaxed);
-    if (send(f->sock[1].fd, d.data(), d.size(), MSG_DONTWAIT) >= 0) {
+    if (send(f->upstream.fd, d.data(), d.size(), MSG_DONTWAIT) >= 0) {
       f->bytes[0].fetch_add(d.size(), std::memory_order_relaxed);
       stats.udpDatagrams.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -2113,14 +2209,15 @@ void Loop::ApplyUdpVerdict(const Cmd& c) {
   FlushQueued(f);
 }
 
-// A flow socket is readable: a batch in, the same batch out on the other socket.
+// A flow's upstream socket is readable: the server's datagrams, a batch in, the same batch out
+// through the destination's reply socket to the client.
 void Loop::OnUdpReadable(UdpSock* s) {
   UdpFlow* f = s->flow;
   Stats& stats = TheEngine().stats;
   if (!udpBuf_) udpBuf_.reset(new char[kUdpBatch * kUdpSlot]);
   mmsghdr msgs[kUdpBatch];
   iovec iovs[kUdpBatch];
-  int out = f->sock[1 - s->dir].fd;
+  SockAddr client = WordsToAddr(f->key.family, f->key.src, f->key.srcPort);
   for (int round = 0; round < 4; round++) {  // then other sockets get a turn (level-triggered)
     memset(msgs, 0, sizeof msgs);
     for (int i = 0; i < kUdpBatch; i++) {
@@ -2139,33 +2236,24 @@ void Loop::OnUdpReadable(UdpSock* s) {
       continue;
     }
     if (n == 0) return;
-    // Send what arrived, as it arrived; truncated datagrams (never, with 64 KiB slots) dropped.
     int m = 0;
     uint64_t bytes = 0;
     for (int i = 0; i < n; i++) {
-      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
       iovs[m] = iovec{iovs[i].iov_base, msgs[i].msg_len};
       memset(&msgs[m].msg_hdr, 0, sizeof msgs[m].msg_hdr);
       msgs[m].msg_hdr.msg_iov = &iovs[m];
       msgs[m].msg_hdr.msg_iovlen = 1;
+      msgs[m].msg_hdr.msg_name = const_cast<sockaddr*>(client.sa());
+      msgs[m].msg_hdr.msg_namelen = client.len;
       bytes += msgs[i].msg_len;
       m++;
     }
-    int sent = 0;
-    while (sent < m) {
-      stats.syscalls.fetch_add(1, std::memory_order_relaxed);
-      stats.udpSendCalls.fetch_add(1, std::memory_order_relaxed);
-      int k = sendmmsg(out, msgs + sent, static_cast<unsigned>(m - sent), MSG_DONTWAIT);
-      if (k > 0) {
-        sent += k;
-        continue;
-      }
-      if (k < 0 && errno == EINTR) continue;
-      break;  // EAGAIN (send buffer full), ECONNREFUSED...: the rest is dropped, as UDP may
-    }
-    stats.udpDatagrams.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
-    if (sent < n) stats.udpDropped.fetch_add(static_cast<uint64_t>(n - sent), std::memory_order_relaxed);
-    f->bytes[s->dir].fetch_add(bytes, std::memory_order_relaxed);
+    if (f->reply != nullptr && f->reply->fd >= 0) SendRun(f->reply->fd, msgs, m, stats);
+    f->bytes[1].fetch_add(bytes, std::memory_order_relaxed);
     f->lastSeen = NowMs();
     if (n < kUdpBatch) return;
   }
@@ -2190,11 +2278,14 @@ void Loop::EndUdp(UdpFlow* f, int end, int error) {
   }
   udpByKey_.erase(f->key);
   Stats& stats = TheEngine().stats;
-  for (UdpSock& s : f->sock) {
-    if (s.fd < 0) continue;
+  if (f->upstream.fd >= 0) {
     stats.syscalls.fetch_add(1, std::memory_order_relaxed);
-    close(s.fd);  // leaves the epoll set with it (no other fd refers to it)
-    s.fd = -1;
+    close(f->upstream.fd);  // leaves the epoll set with it (no other fd refers to it)
+    f->upstream.fd = -1;
+  }
+  if (f->reply != nullptr) {
+    ReleaseReply(f->reply);
+    f->reply = nullptr;
   }
   stats.udpActive.fetch_sub(1, std::memory_order_relaxed);
   if (f->tag != kUntracked && f->fast != nullptr) {
@@ -2217,7 +2308,7 @@ void Loop::SweepUdp(int64_t now) {
   for (auto& kv : udpByKey_)
     if (now - kv.second->lastSeen >= idle) idleFlows.push_back(kv.second);
   for (UdpFlow* f : idleFlows) EndUdp(f, kEndDone, 0);
-  udpSweepAt_ = now + std::max<int64_t>(250, std::min<int64_t>(5000, idle / 4));
+  udpSweepAt_ = udpByKey_.empty() ? 0 : now + std::max<int64_t>(250, std::min<int64_t>(5000, idle / 4));
 }
 
 void Loop::OnEvent(Side* s, uint32_t events) {

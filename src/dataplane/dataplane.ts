@@ -219,7 +219,8 @@ export class Dataplane {
       if (this.fast) {
         const threads = Math.max(1, Math.min(16, this.config.relayThreads ?? availableParallelism()));
         this.fastListeners.push(this.fast.listen(family, address, this.config.port, 4096, threads, 6).id);
-        this.fastListeners.push(this.fast.listen(family, address, this.config.port, 1, threads, 17).id);
+        // UDP: one engine loop holds every UDP flow (its table needs no lock; see the addon).
+        this.fastListeners.push(this.fast.listen(family, address, this.config.port, 1, 1, 17).id);
         continue;
       }
       this.tcpListeners.push(

@@ -261,8 +261,8 @@ export interface FastTcpPath {
   open(onWork: () => void, opts: { connectTimeoutMs: number; udpIdleMs: number }): void;
   /**
    * A listener group of `threads` sockets (and engine loops) on address:port; proto 6 TCP, 17
-   * UDP (first datagrams of new flows; each allowed flow then gets two connected sockets of its
-   * own and its datagrams never reach JS).
+   * UDP (first datagrams of new flows; an allowed flow then gets an upstream socket of its own,
+   * replies leave through a reply socket per destination, and its datagrams never reach JS).
    */
   listen(family: IpFamily, address: string, port: number, backlog: number, threads: number, proto: 6 | 17): { id: number; port: number };
   closeListener(id: number): void;
