@@ -148,6 +148,12 @@ export interface RunMetrics {
   udpFlowTimeouts: number;
   udpDgramsPerSec: number;
   udpDgramRefills: number;
+  /** Agent only (0 otherwise): system calls of the native engine per accepted connection in the rate window. */
+  syscallsPerConn: number;
+  /** Agent only: the agent process's CPU time (all threads) per connection in the rate window, µs. */
+  agentCpuUsPerConn: number;
+  /** Agent only: UDP datagrams relayed per recvmmsg/sendmmsg call in the datagram window. */
+  udpDgramsPerIoCall: number;
   errors: number;
   setupS: number;
 }
@@ -179,6 +185,9 @@ export interface ModeResult {
   machineCpuSecPerGB: number;
   udpFlowsPerSec: number;
   udpDgramsPerSec: number;
+  syscallsPerConn: number;
+  agentCpuUsPerConn: number;
+  udpDgramsPerIoCall: number;
   /** Errors and timeouts of every phase, summed over the measured rounds. */
   errors: number;
   errorBreakdown: Record<string, number>;
@@ -377,6 +386,37 @@ function checkConfig(cfg: FlowBenchConfig): void {
 // ---------------------------------------------------------------------------------------------
 // one run
 
+/** The native engine's counters (from the agent's /metrics) and the agent's CPU time so far. */
+async function engineSample(agent: AgentProcess, pid: number | undefined): Promise<{ syscalls: number; accepted: number; udpDatagrams: number; udpIoCalls: number; cpuS: number }> {
+  const body = (await agent.get('/metrics')).body;
+  const sum = (name: string): number =>
+    body
+      .split('\n')
+      .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+      .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  let cpuS = 0;
+  if (pid !== undefined) {
+    try {
+      // /proc/PID/stat: utime and stime (fields 14 and 15) in clock ticks, every thread included.
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      cpuS = (Number(rest[11]) + Number(rest[12])) / CLOCK_TICKS;
+    } catch {
+      cpuS = 0;
+    }
+  }
+  return {
+    syscalls: sum('netpold_engine_syscalls_total'),
+    accepted: sum('netpold_engine_accepted_total'),
+    udpDatagrams: sum('netpold_engine_udp_datagrams_total'),
+    udpIoCalls: sum('netpold_engine_udp_io_calls_total'),
+    cpuS,
+  };
+}
+
+/** USER_HZ: 100 on every Linux architecture this runs on. */
+const CLOCK_TICKS = 100;
+
 function labId(): string {
   return `f${Math.floor(Math.random() * 36 ** 6)
     .toString(36)
@@ -429,7 +469,9 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       if (u.ok === 0) throw new Error(`${mode}: no UDP flow succeeded in the warm-up (${u.timeouts} timeouts, ${u.errors} errors)${agentHint(agent)}`);
     }
     check();
+    const e0 = agent ? await engineSample(agent, agentPid) : undefined;
     const rate = await runLoadgen<RateOut>(clientNs, ['rate', ...to, '--ports', PORTS.rate, '--conns', String(cfg.rate.conns), '--duration', String(cfg.rate.seconds)], slack(cfg.rate.seconds));
+    const e1 = agent ? await engineSample(agent, agentPid) : undefined;
     check();
     const lat = await runLoadgen<LatencyOut>(
       clientNs,
@@ -457,6 +499,7 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
     );
     await sleepMs(UDP_SETTLE_MS);
     check();
+    const d0 = agent ? await engineSample(agent, agentPid) : undefined;
     const dg = await runLoadgen<UdpDgramOut>(
       clientNs,
       [
@@ -465,7 +508,10 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       ],
       slack(cfg.udpDgram.seconds + cfg.udpDgram.warmupS),
     );
+    const d1 = agent ? await engineSample(agent, agentPid) : undefined;
     if (s1.bytes <= 0) throw new Error(`${mode}: the stream moved no bytes${agentHint(agent)}`);
+    const accepted = e0 && e1 ? e1.accepted - e0.accepted : 0;
+    const ioCalls = d0 && d1 ? d1.udpIoCalls - d0.udpIoCalls : 0;
     const cpu = cpuPerGB(s1.cpu, s1.bytes, agentPid);
     const metrics: RunMetrics = {
       connPerSec: rate.connPerSec,
@@ -488,6 +534,9 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       udpFlowTimeouts: udp.timeouts,
       udpDgramsPerSec: dg.udpDgramsPerSec,
       udpDgramRefills: dg.refills,
+      syscallsPerConn: e0 && e1 && accepted > 0 ? round3((e1.syscalls - e0.syscalls) / accepted) : 0,
+      agentCpuUsPerConn: e0 && e1 && accepted > 0 ? round3(((e1.cpuS - e0.cpuS) * 1e6) / accepted) : 0,
+      udpDgramsPerIoCall: d0 && d1 && ioCalls > 0 ? round3((d1.udpDatagrams - d0.udpDatagrams) / ioCalls) : 0,
       errors: rate.errors + rate.timeouts + lat.errors + lat.timeouts + s1.errors + sN.errors + udp.errors + udp.timeouts + dg.errors,
       setupS: round3(setupS),
     };
@@ -569,6 +618,9 @@ function cpuPerGB(cpu: CpuTicks, bytes: number, agentPid: number | undefined) {
 
 const SUMMARY_KEYS = [
   'connPerSec',
+  'syscallsPerConn',
+  'agentCpuUsPerConn',
+  'udpDgramsPerIoCall',
   'connectP50Us',
   'connectP99Us',
   'firstReplyP50Us',
@@ -628,6 +680,9 @@ function summarize(policies: number, runs: readonly { metrics: RunMetrics; rate:
     machineCpuSecPerGB: med('machineCpuSecPerGB'),
     udpFlowsPerSec: med('udpFlowsPerSec'),
     udpDgramsPerSec: med('udpDgramsPerSec'),
+    syscallsPerConn: med('syscallsPerConn'),
+    agentCpuUsPerConn: med('agentCpuUsPerConn'),
+    udpDgramsPerIoCall: med('udpDgramsPerIoCall'),
     errors: sum('errors'),
     errorBreakdown: {
       rateErrors: sum('rateErrors'),
@@ -692,6 +747,9 @@ const ROWS: Row[] = [
   { key: 'machineCpuSecPerGB', label: () => 'CPU s/GB: all busy time, whole machine', ratio: true },
   { key: 'udpFlowsPerSec', label: (c) => `new UDP flows/s (${c.udpFlows.conns} parallel)`, ratio: true },
   { key: 'udpDgramsPerSec', label: (c) => `UDP datagrams/s echoed (${c.udpDgram.flows} flows × ${c.udpDgram.window} in flight)`, ratio: true },
+  { key: 'syscallsPerConn', label: () => 'agent: native engine syscalls per new TCP connection', ratio: false },
+  { key: 'agentCpuUsPerConn', label: () => 'agent: CPU µs per new TCP connection (all threads)', ratio: false },
+  { key: 'udpDgramsPerIoCall', label: () => 'agent: UDP datagrams per recvmmsg/sendmmsg call', ratio: false },
   { key: 'errors', label: () => 'errors + timeouts (all measured rounds)', ratio: false },
 ];
 
