@@ -2707,6 +2707,10 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
     byLoop.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(s.acceptedByLoop[i].load())));
   }
   o.Set("acceptedByThread", byLoop);
+  // What one tracked flow costs the engine, before the allocator's rounding and the loop's
+  // id map node (for the memory benchmark's accounting).
+  o.Set("relayBytes", Napi::Number::New(env, static_cast<double>(sizeof(Relay))));
+  o.Set("udpFlowBytes", Napi::Number::New(env, static_cast<double>(sizeof(UdpFlow))));
   o.Set("threads", Napi::Number::New(env, static_cast<double>(e.Started().size())));
   return o;
 }
