@@ -943,7 +943,7 @@ struct Completion {
 struct Pipe {
   int r = -1;
   int w = -1;
-  size_t cap = 0;
+  uint32_t cap = 0;  // at most 64 MiB (NETPOLD_SPLICE_PIPE_BYTES)
 };
 
 struct Relay;
@@ -968,9 +968,11 @@ struct Side : EpollItem {
 
 // Direction 0 = client -> upstream (toServer), 1 = upstream -> client (toClient): source
 // side[d], destination side[1 - d].
+// Field widths and order keep a relay small (the per-flow memory bound): 32-bit counts where a
+// pipe bounds them.
 struct Dir {
   Pipe pipe;
-  size_t inPipe = 0;   // bytes spliced in and not yet out (exact: splice returns both counts)
+  uint32_t inPipe = 0; // bytes spliced in and not yet out (exact: splice returns both counts)
   bool eof = false;    // the source sent its FIN (splice returned 0)
   bool shut = false;   // forwarded: shutdown(destination, SHUT_WR)
   bool grown = false;   // tried to grow the pipe to bulkSize (once)
@@ -990,15 +992,15 @@ struct Relay {
   uint64_t id = 0;
   std::shared_ptr<Channel> channel;  // spliceRelay: onDone goes there
   FastChannel* fast = nullptr;       // fast path: completions go there (outlives its relays)
-  uint32_t tag = 0;                  // fast path: the caller's name for the flow
+  std::unique_ptr<ConnectTarget> target;
   Side side[2];
   Dir dir[2];
-  uint64_t syscalls = 0;
+  uint32_t tag = 0;                  // fast path: the caller's name for the flow
+  int error = 0;                     // kEndUpstreamFailed: the connect's errno
+  uint32_t syscalls = 0;
   bool finished = false;
   bool queued = false;
   bool connecting = false;           // fast path: upstream connect in flight
-  int error = 0;                     // kEndUpstreamFailed: the connect's errno
-  std::unique_ptr<ConnectTarget> target;
 };
 
 struct Engine;
@@ -1317,7 +1319,7 @@ Engine& TheEngine() {
   return *e;
 }
 
-inline void Count(Relay* r, uint64_t n = 1) {
+inline void Count(Relay* r, uint32_t n = 1) {
   r->syscalls += n;
   TheEngine().stats.syscalls.fetch_add(n, std::memory_order_relaxed);
 }
@@ -1346,7 +1348,7 @@ bool Loop::TakePipe(Relay* r, Pipe* out, Failure* f) {
   // 2 pages only (root with CAP_SYS_RESOURCE is exempt).
   Count(r);
   int cap = fcntl(p.w, F_GETPIPE_SZ);
-  p.cap = cap > 0 ? static_cast<size_t>(cap) : 65536;
+  p.cap = cap > 0 ? static_cast<uint32_t>(cap) : 65536;
   e.stats.pipesCreated.fetch_add(1, std::memory_order_relaxed);
   *out = p;
   return true;
@@ -2388,7 +2390,7 @@ int Loop::Step(Relay* r, int d, int* budget) {
     (*budget)--;
     ssize_t n = ::splice(dir.pipe.r, nullptr, dst.fd, nullptr, dir.inPipe, kSpliceFlags);
     if (n > 0) {
-      dir.inPipe -= static_cast<size_t>(n);
+      dir.inPipe -= static_cast<uint32_t>(n);
       dir.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       (d == 0 ? stats.bytesToServer : stats.bytesToClient).fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       changed = true;
@@ -2414,17 +2416,17 @@ int Loop::Step(Relay* r, int d, int* budget) {
     (*budget)--;
     ssize_t n = ::splice(src.fd, nullptr, dir.pipe.w, nullptr, dir.pipe.cap - dir.inPipe, kSpliceFlags);
     if (n > 0) {
-      dir.inPipe += static_cast<size_t>(n);
+      dir.inPipe += static_cast<uint32_t>(n);
       changed = true;
       if (dir.inPipe == dir.pipe.cap && !dir.grown) {
         // A full pipe: a bulk direction. Grow it once (best effort: EPERM past the user's
         // pipe quota, then the pipe stays as it is); a pooled pipe may be grown already.
         dir.grown = true;
         int bulk = TheEngine().pool.bulkSize;
-        if (dir.pipe.cap < static_cast<size_t>(bulk)) {
+        if (dir.pipe.cap < static_cast<uint32_t>(bulk)) {
           Count(r);
           int cap = fcntl(dir.pipe.w, F_SETPIPE_SZ, bulk);
-          if (cap > 0) dir.pipe.cap = static_cast<size_t>(cap);
+          if (cap > 0) dir.pipe.cap = static_cast<uint32_t>(cap);
         }
       }
     } else if (n == 0) {
