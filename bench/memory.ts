@@ -148,6 +148,10 @@ export interface MemorySample {
   sockstat: { node: Sockstat; client: Sockstat; server: Sockstat };
   /** Machine-wide slab (kernel objects: sockets, pipes, TCP state of every end of a flow). */
   slabBytes: number;
+  /** netpold_event_loop_lag_seconds: the agent's largest event-loop lag of the last 5 s. */
+  eventLoopLagS: number;
+  /** The agent's netpold_*_total counters (summed over labels): what failed flows ran into. */
+  agentCounters: Record<string, number>;
 }
 
 export interface PerFlow {
@@ -254,6 +258,10 @@ const GC_PRELOAD = `'use strict';
 const v8 = require('node:v8');
 const vm = require('node:vm');
 v8.setFlagsFromString('--expose-gc');
+// Without this, V8 drops the bytecode of functions unused for a few collections: megabytes of
+// start-up code released at an arbitrary point, which lands inside a measurement as a step
+// bigger than thousands of flows. Kept, it is a constant (a few MiB) in every sample.
+v8.setFlagsFromString('--no-flush-bytecode');
 const gc = vm.runInNewContext('gc');
 // 'last-resort': V8's memory-reducing full collection (several passes, freed pages returned at
 // once), so that RSS does not depend on when V8 would have shrunk its heap by itself.
@@ -278,6 +286,8 @@ process.on('SIGUSR2', () => {
 /** A settled sample takes at least this many post-GC readings, for at most this long. */
 const SETTLE_MIN_READINGS = 6;
 const SETTLE_MAX_MS = 45_000;
+/** Seconds after the agent is ready before the baseline is taken (see where it is used). */
+const BASELINE_MIN_AGE_S = 75;
 
 interface GcReading {
   seq: number;
@@ -344,6 +354,8 @@ interface HoldOut {
   started: number;
   errors: number;
   timeouts: number;
+  /** Timeouts before the handshake completed (the rest waited for the server's byte). */
+  connectTimeouts: number;
   errorKinds: Record<string, number>;
 }
 
@@ -520,10 +532,33 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
     // ---- sampling
     const a = agent;
     let held = 0;
+    /**
+     * GET /metrics, retried: an agent whose event loop stalls for a while (seen under churn) is
+     * a finding to report (failures, eventLoopLagS), not a reason to drop the run.
+     */
     const scrape = async (): Promise<ReturnType<typeof parsePrometheus>> => {
-      const r = await a.get('/metrics', 20_000);
-      if (r.status !== 200) throw new Error(`GET /metrics: ${r.status}`);
-      return parsePrometheus(r.body);
+      let why = '';
+      for (let attempt = 1; attempt <= 5; attempt++) {
+        const t0 = performance.now();
+        try {
+          const r = await a.get('/metrics', 20_000);
+          if (r.status === 200) {
+            if (attempt > 1) {
+              const msg = `GET /metrics answered after ${attempt - 1} failed attempt(s) (${why}), ${Math.round(performance.now() - t0)} ms for the last`;
+              failures.push(msg);
+              log(`memory: ${msg}`);
+            }
+            return parsePrometheus(r.body);
+          }
+          why = `status ${r.status}: ${r.body.slice(0, 200)}`;
+        } catch (e) {
+          why = (e as Error).message.slice(0, 200);
+        }
+        check();
+        log(`memory: GET /metrics failed (${why}), attempt ${attempt} of 5`);
+        await sleepMs(3_000);
+      }
+      throw new Error(`GET /metrics failed 5 times: ${why}`);
     };
     const sockstat = async (ns: string): Promise<Sockstat> => parseSockstat((await lab.exec(ns, ['cat', '/proc/net/sockstat'])).stdout);
     let gcSeq = 0;
@@ -594,10 +629,12 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
         gcReadings: readings.length,
         sockstat: { node, client, server },
         slabBytes: parseMeminfo(readText('/proc/meminfo'))['Slab'] ?? 0,
+        eventLoopLagS: promValue(m, 'netpold_event_loop_lag_seconds') ?? 0,
+        agentCounters: counters(m),
       };
       log(
         `memory: ${label.padEnd(14)} held ${fmt(s.heldFlows)}, agent tcp flows ${fmt(s.agentTcpFlows)}, RSS ${mib(s.rssBytes)} MiB, heap ${mib(s.heapUsedBytes)}/${mib(s.heapTotalBytes)} MiB, ` +
-          `external ${mib(s.externalBytes)} MiB, fds ${s.fds}, sockets node/client/server ${node.tcpInuse}/${client.tcpInuse}/${server.tcpInuse}, TCP mem ${node.tcpMemPages} pages, slab ${mib(s.slabBytes)} MiB`,
+          `external ${mib(s.externalBytes)} MiB, fds ${s.fds}, loop lag ${fmt(s.eventLoopLagS)} s, sockets node/client/server ${node.tcpInuse}/${client.tcpInuse}/${server.tcpInuse}, TCP mem ${node.tcpMemPages} pages, slab ${mib(s.slabBytes)} MiB`,
       );
       return s;
     };
@@ -640,7 +677,7 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
       holdErrors.timeouts += h.out.timeouts;
       for (const [k, v] of Object.entries(h.out.errorKinds)) holdErrors.errorKinds[k] = (holdErrors.errorKinds[k] ?? 0) + v;
       if (h.out.established < n) {
-        const msg = `hold of ${n} flows: ${h.out.established} established, ${h.out.errors} errors ${JSON.stringify(h.out.errorKinds)}, ${h.out.timeouts} timeouts`;
+        const msg = `hold of ${n} flows: ${h.out.established} established, ${h.out.errors} errors ${JSON.stringify(h.out.errorKinds)}, ${h.out.timeouts} timeouts (${h.out.connectTimeouts} before the handshake)`;
         failures.push(msg);
         log(`memory: ${msg}`);
       }
@@ -676,7 +713,14 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
     const fdsPerFlowProbe = probe.heldFlows > 0 ? (probe.fds - beforeProbe.fds) / probe.heldFlows : 0;
     await closeAll();
     await waitAgentFlows((n) => n === 0, 'probe close', 60_000);
-    await sleepMs(2_000);
+    // Some tens of seconds after start the agent's heap drops by a few MiB once (seen between 25
+    // and 45 s after ready, with or without load: a one-time release of start-up memory). It
+    // must fall before the baseline, not between two stages: collections every 2 s until then.
+    while ((performance.now() - tReady) / 1000 < BASELINE_MIN_AGE_S) {
+      check();
+      await gcReading();
+      await sleepMs(2_000);
+    }
     const baseline = await sample('baseline', true);
     samples.push(baseline);
     check();
@@ -778,7 +822,7 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
     };
   } catch (e) {
     if (e instanceof Aborted || opts.signal?.aborted) throw new Error('memory benchmark aborted (the lab it built was removed)');
-    throw e;
+    throw new Error(`${(e as Error).message}${agentHint(agent)}`);
   } finally {
     // Teardown, also after a failure or an abort: held connections, servers, the agent (it
     // removes its own table and routes), then every namespace of the lab.
@@ -868,6 +912,20 @@ async function runSoak(cfg: MemoryBenchConfig, c: SoakCtx): Promise<SoakResult> 
   };
 }
 
+/** The agent's last warnings and errors (and its stderr), for a failure message. */
+function agentHint(agent: AgentProcess | undefined): string {
+  if (!agent) return '';
+  const bad = agent.lines.filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal' || (typeof l.level === 'number' && l.level >= 40)).slice(-5);
+  const alive = agent.proc.exitCode === null && agent.proc.signalCode === null;
+  return `; agent ${alive ? 'running' : `exited (${agent.proc.exitCode ?? agent.proc.signalCode})`}, last warnings: ${JSON.stringify(bad).slice(0, 1500)}; stderr: ${agent.stderr.join('').slice(-800)}`;
+}
+
+function counters(m: ReturnType<typeof parsePrometheus>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of m) if (s.name.startsWith('netpold_') && s.name.endsWith('_total')) out[s.name] = (out[s.name] ?? 0) + s.value;
+  return out;
+}
+
 async function readSysctls(lab: Lab, nss: Record<string, string>): Promise<Record<string, string>> {
   const keys = ['net.ipv4.ip_local_port_range', 'net.ipv4.tcp_mem', 'net.ipv4.tcp_max_tw_buckets', 'net.core.somaxconn', 'net.netfilter.nf_conntrack_max', 'net.netfilter.nf_conntrack_count'];
   const out: Record<string, string> = {};
@@ -922,7 +980,7 @@ export function formatMemoryMarkdown(r: MemoryReport): string {
     '',
     `After closing them all: RSS ${mib(r.afterClose.rssAboveBaselineBytes)} MiB above the baseline, heap ${mib(r.afterClose.heapAboveBaselineBytes)} MiB, ` +
       `${r.afterClose.fdsAboveBaseline} fds, ${r.afterClose.agentTcpFlows} TCP flows left in the agent. ` +
-      `Held connections: ${fmt(r.holdErrors.established)} established, ${r.holdErrors.errors} errors, ${r.holdErrors.timeouts} timeouts, ${r.holdErrors.peerClosed} closed by the other side.`,
+      `Held connections (all holds: probe, stages and soak bursts): ${fmt(r.holdErrors.established)} established, ${r.holdErrors.errors} errors, ${r.holdErrors.timeouts} timeouts, ${r.holdErrors.peerClosed} closed by the other side.`,
   );
   if (r.soak) {
     const s = r.soak;
@@ -973,6 +1031,11 @@ export function formatMemoryMarkdown(r: MemoryReport): string {
       .map(([k, v]) => `${k} = ${v}`)
       .join('; ')}.`,
   );
+  const last = r.samples[r.samples.length - 1];
+  if (last) {
+    const interesting = Object.entries(last.agentCounters).filter(([k, v]) => v > 0 && /error|refus|evict|closed_by|dropped/.test(k));
+    out.push('', `Agent counters at the end: ${interesting.length === 0 ? 'no errors, refusals or evictions' : interesting.map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}.`);
+  }
   if (r.failures.length > 0) out.push('', 'Problems:', ...r.failures.map((f) => `- ${f}`));
   out.push('', `Command: \`${r.command}\`; ${r.startedAt}, ${r.seconds} s.`);
   return out.join('\n');
