@@ -12,7 +12,7 @@ import { withSignalAbort } from './signals.js';
 
 async function main(argv: string[]): Promise<void> {
   const program = new Command('bench:memory')
-    .option('--quick', '2,000 flows and a 20 s soak: about a minute')
+    .option('--quick', '2,000 flows and a 20 s soak: about two and a half minutes (the baseline waits 75 s after start)')
     .option('--flows <n>', 'concurrent flows (default 100000; --quick: 2000); capped by the agent\'s open-files limit, reported')
     .option('--soak-seconds <s>', 'seconds of opening and closing flows (default 600; --quick: 20; 0: no soak)')
     .option('--policies <n>', 'policies the agent enforces (default 10)')
