@@ -498,9 +498,16 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
     const nodeNs = lab.nodeNamespace;
     const clientNs = lab.podNamespace(`${CLIENT.namespace}/${CLIENT.name}`);
     const serverNs = lab.podNamespace(`${SERVER.namespace}/${SERVER.name}`);
-    // The only sysctl set: the client's ephemeral ports (more 4-tuples per server port), in the
-    // client namespace this benchmark created.
+    // Two sysctls, both in namespaces this benchmark created: the client's ephemeral ports (more
+    // 4-tuples per server port), and in the node the time conntrack keeps a closed TCP flow
+    // (TIME_WAIT, 120 s by default) down to 10 s. The soak opens ~5,000 connections a second;
+    // each leaves a conntrack entry in the node (the agent's upstream connection shares the
+    // client's, as it keeps its 4-tuple), and the node's table (262,144 entries, not resizable
+    // from inside a namespace) would be full within a minute: new SYNs dropped, for kernel
+    // forwarding as for the agent, so the soak would measure conntrack, not the agent. Seen
+    // before this was set: "nf_conntrack: table full" and hold bursts timing out.
     await sysctls(clientNs, { 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
+    await sysctls(nodeNs, { 'net.netfilter.nf_conntrack_tcp_timeout_time_wait': 10 });
     const sysctlsFound = await readSysctls(lab, { node: nodeNs, client: clientNs, server: serverNs });
 
     const flowTableSize = Math.max(262_144, 2 ** Math.ceil(Math.log2(cfg.flows * 2)));
