@@ -239,6 +239,85 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
     expect(() => u.connect('127.0.0.1', 65536)).toThrow(TypeError);
   });
 
+  it.skipIf(!!skipReason)('fast path: accepted connections arrive as records on both engine threads; a refused one is reset; a relay whose upstream fails ends as a record and resets the client', async () => {
+    const fast = ns.fastTcpPath!();
+    let wakeups = 0;
+    fast.open(() => void wakeups++, { connectTimeoutMs: 2000, udpIdleMs: 1000 });
+    const { id, port } = fast.listen(4, '127.0.0.1', 0, 64, 2, 6);
+    expect(port).toBeGreaterThan(0);
+    const pend = new Uint32Array(13 * 16);
+    const verdicts = new Float64Array(4 * 16);
+    const done = new Float64Array(6 * 16);
+    /** Polls (bounded) until `want` records were taken; returns them as arrays of 13 words. */
+    const takePending = async (want: number): Promise<number[][]> => {
+      const out: number[][] = [];
+      const deadline = Date.now() + 5000;
+      while (out.length < want) {
+        if (Date.now() > deadline) throw new Error(`only ${out.length} of ${want} pending connections`);
+        const n = fast.takePending(pend);
+        for (let i = 0; i < n; i++) out.push([...pend.subarray(i * 13, i * 13 + 13)]);
+        if (n === 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      return out;
+    };
+    const LOOPBACK = 0x7f000001;
+    const connectClient = async (): Promise<{ sock: net.Socket; closed: Promise<string> }> => {
+      const sock = net.connect(port, '127.0.0.1');
+      const closed = new Promise<string>((resolve) => {
+        sock.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+        sock.on('close', () => resolve('close'));
+      });
+      await once(sock, 'connect');
+      return { sock, closed };
+    };
+    try {
+      // Refused: the client sees its connection reset.
+      const c1 = await connectClient();
+      const [r1] = await takePending(1);
+      expect(r1!.slice(1)).toEqual([4, LOOPBACK, 0, 0, 0, LOOPBACK, 0, 0, 0, c1.sock.localPort, port, 6]);
+      verdicts.set([r1![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+      expect(await within(c1.closed, 5000, 'the refused client to be reset')).toBe('ECONNRESET');
+
+      // Relayed from the node to its original destination, which is this listener itself: the
+      // engine's upstream connection arrives as a record of its own; refusing it resets the
+      // upstream, so the relay ends (tag 7, reset-upstream) and resets the client.
+      const c2 = await connectClient();
+      const [r2] = await takePending(1);
+      verdicts.set([r2![0]!, 2, 7, 0]);
+      fast.verdicts(verdicts, 1);
+      const relayId = verdicts[3]!;
+      expect(relayId).toBeGreaterThan(0);
+      const [up] = await takePending(1);
+      expect(up![10]).not.toBe(c2.sock.localPort); // a connection of its own, from the node
+      verdicts.set([up![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+      expect(await within(c2.closed, 5000, 'the relayed client to be reset')).toBe('ECONNRESET');
+      const deadline = Date.now() + 5000;
+      let m = 0;
+      while ((m = fast.takeDone(done)) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(m).toBe(1);
+      expect([done[0], done[1]]).toEqual([7, 2]);
+      expect(fast.abort(relayId)).toBe(false); // ended already
+      expect(wakeups).toBeGreaterThan(0);
+      const stats = ns.spliceCounters!();
+      expect(stats.accepted).toBeGreaterThanOrEqual(3);
+      expect(stats.acceptedByThread.length).toBeGreaterThanOrEqual(2);
+      // A slot that names no pending connection is a TypeError, not a crash.
+      verdicts.set([9999, 0, 0, 0]);
+      expect(() => fast.verdicts(verdicts, 1)).toThrow(TypeError);
+    } finally {
+      fast.closeListener(id);
+    }
+    // Closed: the port is free for a plain listener again.
+    const again = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      again.once('error', reject);
+      again.listen(port, '127.0.0.1', () => resolve());
+    });
+    await new Promise<void>((r) => again.close(() => r()));
+  });
+
   it.skipIf(!!skipReason)('UDP: recvmsg with recvOrigDst on a plain bound socket reports its own address; send, connect, counters, close', async () => {
     const got: [string, string, number, string, number][] = [];
     const listener = ns.openUdp({ family: 4, address: '127.0.0.1', port: 0, transparent: true, recvOrigDst: true }, (msg, sa, sp, da, dp) => {

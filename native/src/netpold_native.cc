@@ -2919,13 +2919,19 @@ Napi::Value FastListenerClose(const Napi::CallbackInfo& info) {
 
 constexpr size_t kPendingWords = 13;
 
+// The typed array argument of a fast-path call (the records' buffer), or a TypeError.
+template <typename T>
+Napi::TypedArrayOf<T> ArgRecords(const Napi::CallbackInfo& info, napi_typedarray_type type, const std::string& call,
+                                 const char* expected) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != type)
+    ThrowTypeError(info.Env(), call + ": expected " + expected);
+  return info[0].As<Napi::TypedArrayOf<T>>();
+}
+
 Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "fastTakePending";
-  if (info.Length() < 1 || !info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-    ThrowTypeError(env, call + ": expected (Uint32Array)");
-  Napi::Uint32Array buf = info[0].As<Napi::Uint32Array>();
+  Napi::Uint32Array buf = ArgRecords<uint32_t>(info, napi_uint32_array, call, "(Uint32Array)");
   FastState* st = FastOf(env, call);
   size_t max = buf.ElementLength() / kPendingWords;
   uint32_t* out = buf.Data();
@@ -2962,10 +2968,8 @@ Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
 Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "fastVerdicts";
-  if (info.Length() < 2 || !info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    ThrowTypeError(env, call + ": expected (Float64Array, n)");
-  Napi::Float64Array buf = info[0].As<Napi::Float64Array>();
+  Napi::Float64Array buf = ArgRecords<double>(info, napi_float64_array, call, "(Float64Array, n)");
+  if (info.Length() < 2) ThrowTypeError(env, call + ": expected (Float64Array, n)");
   size_t n = static_cast<size_t>(ArgInt(env, info[1], call, "n", 0, static_cast<int64_t>(buf.ElementLength() / 4)));
   FastState* st = FastOf(env, call);
   Engine& eng = TheEngine();
@@ -3029,10 +3033,7 @@ constexpr size_t kDoneWords = 6;
 Napi::Value FastTakeDone(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "fastTakeDone";
-  if (info.Length() < 1 || !info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    ThrowTypeError(env, call + ": expected (Float64Array)");
-  Napi::Float64Array buf = info[0].As<Napi::Float64Array>();
+  Napi::Float64Array buf = ArgRecords<double>(info, napi_float64_array, call, "(Float64Array)");
   FastState* st = FastOf(env, call);
   size_t max = buf.ElementLength() / kDoneWords;
   double* out = buf.Data();
