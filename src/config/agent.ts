@@ -24,7 +24,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'mode', kind: 'enum', arg: '<mode>', values: ['enforce', 'audit'], default: 'enforce', description: 'enforce, or audit: decide and log every flow but let all through (namespaces opt in alone with the annotation netpold.io/mode: audit)' },
   { name: 'port', kind: 'int', arg: '<n>', min: 1, max: 65535, default: 15001, description: 'transparent listener port on 127.0.0.1 and [::1]' },
   { name: 'relay', kind: 'enum', arg: '<how>', values: ['js', 'splice'], default: 'splice', description: 'how allowed TCP flows move bytes: js (stream piping in Node) or splice (in the kernel, on the native addon\'s thread)' },
-  { name: 'relay-threads', kind: 'int', arg: '<n>', min: 0, max: 16, default: 0, description: 'with --relay splice: native threads that accept, connect and relay TCP, each on its own SO_REUSEPORT listener socket (0: one per CPU)' },
+  { name: 'relay-threads', kind: 'int', arg: '<n>', min: 0, max: 16, default: 0, description: 'with --relay splice: native threads that accept, connect and relay TCP, each on its own SO_REUSEPORT listener socket (0: one per CPU but one, left to the JavaScript thread)' },
   { name: 'existing-flows', kind: 'enum', arg: '<mode>', values: ['revalidate', 'keep'], default: 'revalidate', description: 'on a policy change: revalidate (close flows no longer allowed) or keep' },
   { name: 'flow-table-size', kind: 'int', arg: '<n>', min: 1, max: 10_000_000, default: 65536, description: 'maximum tracked flows; when full, idle flows are evicted, else new flows refused' },
   { name: 'udp-idle-ms', kind: 'int', arg: '<n>', min: 100, max: 3_600_000, default: 30000, description: 'a UDP flow without datagrams for this long is closed' },
