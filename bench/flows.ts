@@ -26,6 +26,7 @@ import { compile } from '../src/policy/compile.js';
 import { renderNftEnforcement } from '../src/policy/nft-target.js';
 import { BENCH_NODE, CLIENT, SERVER, flowCluster, writeManifests, type FlowCluster } from './flow-cluster.js';
 import { hardware, type Hardware } from './hardware.js';
+import { parsePrometheus, promValue } from './procfs.js';
 import {
   cCompiler,
   ensureLoadgen,
@@ -388,12 +389,8 @@ function checkConfig(cfg: FlowBenchConfig): void {
 
 /** The native engine's counters (from the agent's /metrics) and the agent's CPU time so far. */
 async function engineSample(agent: AgentProcess, pid: number | undefined): Promise<{ syscalls: number; accepted: number; udpDatagrams: number; udpIoCalls: number; cpuS: number }> {
-  const body = (await agent.get('/metrics')).body;
-  const sum = (name: string): number =>
-    body
-      .split('\n')
-      .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
-      .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  const samples = parsePrometheus((await agent.get('/metrics')).body);
+  const sum = (name: string): number => promValue(samples, name) ?? 0;
   let cpuS = 0;
   if (pid !== undefined) {
     try {

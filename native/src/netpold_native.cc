@@ -977,7 +977,6 @@ struct Dir {
   bool shut = false;   // forwarded: shutdown(destination, SHUT_WR)
   bool grown = false;   // tried to grow the pipe to bulkSize (once)
   std::atomic<uint64_t> bytes{0};  // delivered to the destination
-  uint64_t reported = 0;           // by spliceProgress (JS thread, under Loop::mu)
 };
 
 // Where a fast-path relay connects to (freed once connected).
@@ -995,6 +994,7 @@ struct Relay {
   std::unique_ptr<ConnectTarget> target;
   Side side[2];
   Dir dir[2];
+  uint64_t reported[2] = {0, 0};     // bytes per direction as last polled (AppendProgress)
   uint32_t tag = 0;                  // fast path: the caller's name for the flow
   int error = 0;                     // kEndUpstreamFailed: the connect's errno
   uint32_t syscalls = 0;
@@ -2641,6 +2641,26 @@ Napi::Value SpliceAbort(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// Progress polls (spliceProgress, fastProgress): appends [key, toServer, toClient] when a flow's
+// totals changed since the last poll (`reported`, touched only under its loop's mu).
+void AppendProgress(std::vector<double>* out, double key, const std::atomic<uint64_t>& toServer,
+                    const std::atomic<uint64_t>& toClient, uint64_t* reported) {
+  uint64_t a = toServer.load(std::memory_order_relaxed);
+  uint64_t b = toClient.load(std::memory_order_relaxed);
+  if (a == reported[0] && b == reported[1]) return;
+  reported[0] = a;
+  reported[1] = b;
+  out->push_back(key);
+  out->push_back(static_cast<double>(a));
+  out->push_back(static_cast<double>(b));
+}
+
+Napi::Float64Array ToFloat64Array(Napi::Env env, const std::vector<double>& v) {
+  Napi::Float64Array arr = Napi::Float64Array::New(env, v.size());
+  if (!v.empty()) memcpy(arr.Data(), v.data(), v.size() * sizeof(double));
+  return arr;
+}
+
 Napi::Value SpliceProgress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
@@ -2652,20 +2672,11 @@ Napi::Value SpliceProgress(const Napi::CallbackInfo& info) {
       for (auto& kv : l->relays) {
         Relay* r = kv.second;
         if (r->channel.get() != mine) continue;
-        uint64_t a = r->dir[0].bytes.load(std::memory_order_relaxed);
-        uint64_t b = r->dir[1].bytes.load(std::memory_order_relaxed);
-        if (a == r->dir[0].reported && b == r->dir[1].reported) continue;
-        r->dir[0].reported = a;
-        r->dir[1].reported = b;
-        out.push_back(static_cast<double>(r->id));
-        out.push_back(static_cast<double>(a));
-        out.push_back(static_cast<double>(b));
+        AppendProgress(&out, static_cast<double>(r->id), r->dir[0].bytes, r->dir[1].bytes, r->reported);
       }
     }
   }
-  Napi::Float64Array arr = Napi::Float64Array::New(env, out.size());
-  if (!out.empty()) memcpy(arr.Data(), out.data(), out.size() * sizeof(double));
-  return arr;
+  return ToFloat64Array(env, out);
 }
 
 Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
@@ -3086,32 +3097,16 @@ Napi::Value FastProgress(const Napi::CallbackInfo& info) {
       for (auto& kv : l->relays) {
         Relay* r = kv.second;
         if (r->fast != st->channel) continue;
-        uint64_t a = r->dir[0].bytes.load(std::memory_order_relaxed);
-        uint64_t b = r->dir[1].bytes.load(std::memory_order_relaxed);
-        if (a == r->dir[0].reported && b == r->dir[1].reported) continue;
-        r->dir[0].reported = a;
-        r->dir[1].reported = b;
-        out.push_back(static_cast<double>(r->tag));
-        out.push_back(static_cast<double>(a));
-        out.push_back(static_cast<double>(b));
+        AppendProgress(&out, static_cast<double>(r->tag), r->dir[0].bytes, r->dir[1].bytes, r->reported);
       }
       for (auto& kv : l->udps) {
         UdpFlow* f = kv.second;
         if (f->fast != st->channel || f->tag == kUntracked) continue;
-        uint64_t a = f->bytes[0].load(std::memory_order_relaxed);
-        uint64_t b = f->bytes[1].load(std::memory_order_relaxed);
-        if (a == f->reported[0] && b == f->reported[1]) continue;
-        f->reported[0] = a;
-        f->reported[1] = b;
-        out.push_back(static_cast<double>(f->tag));
-        out.push_back(static_cast<double>(a));
-        out.push_back(static_cast<double>(b));
+        AppendProgress(&out, static_cast<double>(f->tag), f->bytes[0], f->bytes[1], f->reported);
       }
     }
   }
-  Napi::Float64Array arr = Napi::Float64Array::New(env, out.size());
-  if (!out.empty()) memcpy(arr.Data(), out.data(), out.size() * sizeof(double));
-  return arr;
+  return ToFloat64Array(env, out);
 }
 
 // Environment teardown: listeners closed, queued connections refused, relays aborted, and no
