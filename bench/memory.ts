@@ -143,6 +143,12 @@ export interface MemorySample {
   externalBytes: number;
   /** nodejs_heap_size_used_bytes as /metrics shows it a moment later (garbage included). */
   scrapedHeapUsedBytes: number;
+  /**
+   * netpold_native_malloc_in_use_bytes, read with the scrape: what malloc has handed out,
+   * process-wide (the engine's relays and UDP flows, Node's own, ArrayBuffer contents); not the
+   * JS heap, and unlike RSS without the allocator's slack. 0 without the addon.
+   */
+  mallocInUseBytes: number;
   /** Post-GC readings taken (several when the sample waited for memory to settle). */
   gcReadings: number;
   sockstat: { node: Sockstat; client: Sockstat; server: Sockstat };
@@ -163,6 +169,13 @@ export interface PerFlow {
   heapUsedBytes: number;
   heapSlopeBytes: number;
   externalBytes: number;
+  mallocInUseBytes: number;
+  /**
+   * The agent's state per flow: JS heap used (after a full GC) plus malloc in use (which holds
+   * the engine's part and the ArrayBuffers of "external"). What the flows themselves take,
+   * without what the allocators keep in reserve (RSS has that too).
+   */
+  stateBytes: number;
   fds: number;
   /** Socket buffers (sockstat TCP mem pages × page size), all sockets of a flow, machine-wide. */
   socketBufferBytes: number;
@@ -220,7 +233,7 @@ export interface MemoryReport {
   afterClose: { rssAboveBaselineBytes: number; heapAboveBaselineBytes: number; fdsAboveBaseline: number; agentTcpFlows: number };
   holdErrors: { established: number; errors: number; timeouts: number; peerClosed: number; errorKinds: Record<string, number> };
   soak: SoakResult | undefined;
-  targets: { perFlowBytes: number; perFlowRssMet: boolean; perFlowHeapMet: boolean; soakGrowthLimitBytes: number; soakMet: boolean | undefined };
+  targets: { perFlowBytes: number; perFlowStateMet: boolean; perFlowRssMet: boolean; perFlowHeapMet: boolean; soakGrowthLimitBytes: number; soakMet: boolean | undefined };
   lab: string;
   failures: string[];
 }
@@ -633,6 +646,7 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
         heapTotalBytes: median(last3.map((h) => h.heapTotal)),
         externalBytes: median(last3.map((h) => h.external)),
         scrapedHeapUsedBytes: promValue(m, 'nodejs_heap_size_used_bytes') ?? 0,
+        mallocInUseBytes: promValue(m, 'netpold_native_malloc_in_use_bytes') ?? 0,
         gcReadings: readings.length,
         sockstat: { node, client, server },
         slabBytes: parseMeminfo(readText('/proc/meminfo'))['Slab'] ?? 0,
@@ -772,6 +786,8 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
       heapUsedBytes: perFlow(baseline.heapUsedBytes, open.heapUsedBytes, n),
       heapSlopeBytes: slope(pts((s) => s.heapUsedBytes)),
       externalBytes: perFlow(baseline.externalBytes, open.externalBytes, n),
+      mallocInUseBytes: perFlow(baseline.mallocInUseBytes, open.mallocInUseBytes, n),
+      stateBytes: perFlow(baseline.heapUsedBytes + baseline.mallocInUseBytes, open.heapUsedBytes + open.mallocInUseBytes, n),
       fds: perFlow(baseline.fds, open.fds, n),
       socketBufferBytes: perFlow(baseline.sockstat.node.tcpMemPages, open.sockstat.node.tcpMemPages, n) * pageSize,
       kernelSlabBytes: perFlow(baseline.slabBytes, open.slabBytes, n),
@@ -780,7 +796,8 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
       socketsServer: perFlow(baseline.sockstat.server.tcpInuse, open.sockstat.server.tcpInuse, n),
     };
     log(
-      `memory: per flow at ${fmt(n)} flows: RSS ${fmt(perFlowResult.rssBytes)} B (slope ${fmt(perFlowResult.rssSlopeBytes)}), heap ${fmt(perFlowResult.heapUsedBytes)} B, ` +
+      `memory: per flow at ${fmt(n)} flows: state ${fmt(perFlowResult.stateBytes)} B (heap ${fmt(perFlowResult.heapUsedBytes)} + malloc ${fmt(perFlowResult.mallocInUseBytes)}), ` +
+        `RSS ${fmt(perFlowResult.rssBytes)} B (slope ${fmt(perFlowResult.rssSlopeBytes)}), ` +
         `external ${fmt(perFlowResult.externalBytes)} B, ${round2(perFlowResult.fds)} fds; kernel: socket buffers ${fmt(perFlowResult.socketBufferBytes)} B, slab ${fmt(perFlowResult.kernelSlabBytes)} B`,
     );
 
@@ -819,6 +836,7 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
       soak,
       targets: {
         perFlowBytes: TARGET_BYTES_PER_FLOW,
+        perFlowStateMet: perFlowResult.stateBytes <= TARGET_BYTES_PER_FLOW,
         perFlowRssMet: perFlowResult.rssBytes <= TARGET_BYTES_PER_FLOW,
         perFlowHeapMet: perFlowResult.heapUsedBytes <= TARGET_BYTES_PER_FLOW,
         soakGrowthLimitBytes: SOAK_GROWTH_LIMIT_BYTES,
@@ -973,12 +991,14 @@ export function formatMemoryMarkdown(r: MemoryReport): string {
     '',
     table([
       ['measure', 'per flow', `target ≤ ${r.targets.perFlowBytes} B`],
-      ['agent RSS (VmRSS)', bytes(p.rssBytes), r.targets.perFlowRssMet ? 'met' : 'not met'],
+      ['agent state: JS heap used + malloc in use', bytes(p.stateBytes), r.targets.perFlowStateMet ? 'met' : 'not met'],
+      ['agent RSS (VmRSS): state and allocator reserve', bytes(p.rssBytes), r.targets.perFlowRssMet ? 'met' : 'not met'],
       ['agent RSS, slope over the stages', bytes(p.rssSlopeBytes), ''],
       ['agent RssAnon', bytes(p.rssAnonBytes), ''],
       ['agent JS heap used (after a full GC)', bytes(p.heapUsedBytes), r.targets.perFlowHeapMet ? 'met' : 'not met'],
       ['agent JS heap used, slope', bytes(p.heapSlopeBytes), ''],
-      ['agent external memory (Buffers, addon)', bytes(p.externalBytes), ''],
+      ['agent malloc in use (native engine, Node, ArrayBuffers)', bytes(p.mallocInUseBytes), ''],
+      ['agent external memory (ArrayBuffers, part of malloc)', bytes(p.externalBytes), ''],
       ['agent open fds', String(round2(p.fds)), ''],
       ['kernel: TCP socket buffers, all ends (sockstat mem, machine-wide)', bytes(p.socketBufferBytes), 'separate'],
       ['kernel: slab, all ends of the flow (machine-wide)', bytes(p.kernelSlabBytes), 'separate'],
@@ -1001,6 +1021,7 @@ export function formatMemoryMarkdown(r: MemoryReport): string {
         ['', 'before', 'after', 'max', 'growth', 'trend / min'],
         ['agent RSS, MiB', mib(s.before.rssBytes), mib(s.after.rssBytes), mib(s.maxRssBytes), mib(s.rssGrowthBytes), `${fmt(s.rssTrendBytesPerMin / 1024)} KiB`],
         ['agent JS heap used, MiB', mib(s.before.heapUsedBytes), mib(s.after.heapUsedBytes), mib(s.maxHeapUsedBytes), mib(s.heapGrowthBytes), `${fmt(s.heapTrendBytesPerMin / 1024)} KiB`],
+        ['agent malloc in use, MiB', mib(s.before.mallocInUseBytes), mib(s.after.mallocInUseBytes), '', mib(s.after.mallocInUseBytes - s.before.mallocInUseBytes), ''],
         ['agent open fds', String(s.before.fds), String(s.after.fds), '', String(s.after.fds - s.before.fds), ''],
       ]),
       '',
@@ -1012,7 +1033,7 @@ export function formatMemoryMarkdown(r: MemoryReport): string {
     '**Samples** (heap: right after a full GC in the agent; at idle, baseline, open, closed, soak start and end the sample waits until RSS and heap size settle, and takes the median of the last 3 readings; "scraped": /metrics, garbage included):',
     '',
     table([
-      ['step', 't, s', 'held flows', 'agent TCP flows', 'RSS MiB', 'RssAnon MiB', 'heap used MiB', 'heap total MiB', 'scraped heap MiB', 'external MiB', 'fds', 'sockets node/client/server', 'TCP mem pages', 'slab MiB'],
+      ['step', 't, s', 'held flows', 'agent TCP flows', 'RSS MiB', 'RssAnon MiB', 'heap used MiB', 'heap total MiB', 'scraped heap MiB', 'external MiB', 'malloc MiB', 'fds', 'sockets node/client/server', 'TCP mem pages', 'slab MiB'],
       ...r.samples.map((s) => [
         s.label,
         String(s.t),
@@ -1024,6 +1045,7 @@ export function formatMemoryMarkdown(r: MemoryReport): string {
         mib(s.heapTotalBytes),
         mib(s.scrapedHeapUsedBytes),
         mib(s.externalBytes),
+        mib(s.mallocInUseBytes),
         String(s.fds),
         `${s.sockstat.node.tcpInuse}/${s.sockstat.client.tcpInuse}/${s.sockstat.server.tcpInuse}`,
         String(s.sockstat.node.tcpMemPages),

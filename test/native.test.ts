@@ -116,6 +116,15 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
     for (const c of cleanup.splice(0)) c();
   });
 
+  it.skipIf(!!skipReason)('mallocInUseBytes counts what malloc handed out (an ArrayBuffer of 64 MiB, Node allocates it with malloc)', () => {
+    const before = ns.spliceCounters!().mallocInUseBytes;
+    const big = Buffer.alloc(64 << 20, 1);
+    const during = ns.spliceCounters!().mallocInUseBytes;
+    expect(big[big.length - 1]).toBe(1);
+    expect(during - before).toBeGreaterThanOrEqual(64 << 20);
+    expect(during - before).toBeLessThan(80 << 20);
+  });
+
   it.skipIf(!!skipReason)('a transparent TCP listener on 127.0.0.1 accepts a connection, with its flow', async () => {
     let accepted: (v: [net.Socket, TcpFlow]) => void = () => {};
     const got = new Promise<[net.Socket, TcpFlow]>((resolve) => (accepted = resolve));
@@ -299,6 +308,25 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
       expect(m).toBe(1);
       expect([done[0], done[1]]).toEqual([7, 2]);
       expect(fast.abort(relayId)).toBe(false); // ended already
+
+      // A relay slot is reused with a new generation: the ended relay's id names nothing,
+      // even while a newer relay lives (in its slot, when the same engine thread took it).
+      const c3 = await connectClient();
+      const [r3] = await takePending(1);
+      verdicts.set([r3![0]!, 2, 8, 0]);
+      fast.verdicts(verdicts, 1);
+      const relayId3 = verdicts[3]!;
+      expect(relayId3).not.toBe(relayId);
+      if (relayId3 % 16 === relayId % 16) expect(Math.floor(relayId3 / 16) % 2 ** 24).toBe(Math.floor(relayId / 16) % 2 ** 24);
+      const [up3] = await takePending(1);
+      expect(fast.abort(relayId)).toBe(false); // stale: the live relay is not touched
+      verdicts.set([up3![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+      expect(await within(c3.closed, 5000, 'the second relayed client to be reset')).toBe('ECONNRESET');
+      const deadline3 = Date.now() + 5000;
+      while ((m = fast.takeDone(done)) === 0 && Date.now() < deadline3) await new Promise((r) => setTimeout(r, 5));
+      expect(m).toBe(1);
+      expect([done[0], done[1]]).toEqual([8, 2]); // reset-upstream, not aborted
       expect(wakeups).toBeGreaterThan(0);
       const stats = ns.spliceCounters!();
       expect(stats.accepted).toBeGreaterThanOrEqual(3);

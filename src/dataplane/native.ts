@@ -217,6 +217,14 @@ export interface SpliceCounters {
   /** recvmmsg and sendmmsg calls: datagrams / (recv + send calls) is the batching achieved. */
   udpRecvCalls: number;
   udpSendCalls: number;
+  /** sizeof a relay and of a UDP flow in the engine (the memory benchmark's accounting). */
+  relayBytes: number;
+  udpFlowBytes: number;
+  /**
+   * Process-wide: bytes malloc has handed out and not taken back (glibc mallinfo2: all arenas,
+   * mmapped blocks included): the engine's, Node's own and ArrayBuffer contents; not the JS heap.
+   */
+  mallocInUseBytes: number;
 }
 
 /** Words per accepted connection in FastTcpPath.takePending's buffer. */

@@ -304,6 +304,12 @@ export class AgentMetrics {
     gaugeFrom(registers, 'netpold_engine_relays_active', 'TCP relays the native engine is running.', eng((c) => c.active));
     gaugeFrom(registers, 'netpold_engine_pipes_pooled', 'Empty pipes pooled by the engine loops (a relay holds a pipe only while bytes are in flight).', eng((c) => c.pipesPooled));
     gaugeFrom(registers, 'netpold_engine_threads', 'Native engine loop threads started.', eng((c) => c.threads));
+    gaugeFrom(
+      registers,
+      'netpold_native_malloc_in_use_bytes',
+      'Bytes malloc has handed out and not taken back, process-wide (glibc mallinfo2: the native engine, Node itself, ArrayBuffer contents; not the JS heap). Unlike RSS, no allocator slack.',
+      eng((c) => c.mallocInUseBytes),
+    );
     counterFrom(registers, 'netpold_engine_udp_flows_total', 'UDP flows the native engine saw start (their first datagrams went to JS for a verdict).', eng((c) => c.udpFlows));
     gaugeFrom(registers, 'netpold_engine_udp_flows_active', 'UDP flows held by the native engine (pending, allowed or remembered as denied).', eng((c) => c.udpActive));
     counterFrom(registers, 'netpold_engine_udp_datagrams_total', 'UDP datagrams relayed by the native engine, both directions (none of them through JS).', eng((c) => c.udpDatagrams));
