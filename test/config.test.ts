@@ -47,7 +47,7 @@ describe('agent configuration', () => {
       shutdownGraceMs: 10000,
       maxEventLoopLagMs: 2000,
       logLevel: 'info',
-      dataplane: { port: 15001, flowTableSize: 65536, udpIdleMs: 30000, connectTimeoutMs: 10000, existingFlows: 'revalidate', families: [4, 6], mode: 'enforce' },
+      dataplane: { port: 15001, flowTableSize: 65536, udpIdleMs: 30000, connectTimeoutMs: 10000, existingFlows: 'revalidate', families: [4, 6], mode: 'enforce', verdictCacheSize: 4096 },
       interception: { table: 'netpold', mark: 0x4000, routeTable: 4242, rulePriority: 4242, port: 15001 },
     });
     expect(c.origins['port']).toBe('default');
@@ -112,6 +112,8 @@ describe('agent configuration', () => {
     expect(problemsOf(() => load({ 'in-cluster': true }))).toContain('--in-cluster needs --node-name');
     expect(problemsOf(() => load({ manifests: ['/m'], 'metrics-address': '127.0.0.1:15001' }))).toContain("the transparent listener's --port");
     expect(problemsOf(() => load({ manifests: ['/m'], 'agent-socket': 'relative.sock' }))).toContain('must be an absolute path');
+    expect(problemsOf(() => load({ manifests: ['/m'], 'verdict-cache': '1000' }))).toContain('--verdict-cache must be 0 or a power of two, not 1000');
+    expect(load({ manifests: ['/m'], 'verdict-cache': '0' }).dataplane.verdictCacheSize).toBe(0);
   });
 
   it('off turns the metrics listener, the explain socket and the flow log off', () => {

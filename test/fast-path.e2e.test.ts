@@ -104,6 +104,51 @@ describe.skipIf(skip)('native fast path (--relay splice, 2 engine threads)', () 
     expect(series(after, 'netpold_engine_syscalls_total')).toBeGreaterThan(series(before, 'netpold_engine_syscalls_total') + 64);
   });
 
+  it('the verdict cache relays repeated connections at once, each still decided by JavaScript; a policy change voids it', async () => {
+    const policies = join(dir, 'policies.yaml');
+    const original = readFileSync(policies, 'utf8');
+    const ns = lab.podNamespace('production/frontend');
+    // `count` connections one after the other (each waits for its reply, or its failure).
+    const connect = async (count: number): Promise<{ ok: number; failed: number }> => {
+      const script = `
+        const net = require('net'); let ok = 0, failed = 0;
+        const one = () => new Promise((resolve) => {
+          const s = net.connect({ host: '198.18.1.20', port: 8080 }); let got = '';
+          const t = setTimeout(() => { s.destroy(); failed++; resolve(); }, 3000);
+          s.on('data', (d) => { got += d; if (got.endsWith('\\n')) s.end(); });
+          s.on('close', () => { clearTimeout(t); if (got.trim() === 'production/backend') ok++; else failed++; resolve(); });
+          s.on('error', () => {});
+        });
+        (async () => { for (let i = 0; i < ${count}; i++) await one(); console.log(JSON.stringify({ ok, failed })); })();`;
+      return JSON.parse((await lab.exec(ns, [process.execPath, '-e', script], { timeoutMs: 60_000 })).stdout.trim()) as { ok: number; failed: number };
+    };
+    const before = await metrics();
+    expect(await connect(20)).toEqual({ ok: 20, failed: 0 });
+    const after = await metrics();
+    const d = (a: string, b: string, name: string): number => series(b, name) - series(a, name);
+    // Each engine thread learns the verdict from its first connection; the rest are relayed
+    // from its cache. JavaScript decided all 20 all the same.
+    expect(d(before, after, 'netpold_engine_verdict_cache_hits_total')).toBeGreaterThanOrEqual(18);
+    expect(d(before, after, 'netpold_flows_total{protocol="tcp",verdict="allow"}')).toBe(20);
+
+    const mark = agent.lines.length;
+    writeFileSync(policies, original.split('\n---\n').filter((doc) => !doc.includes('name: allow-frontend')).join('\n---\n'));
+    try {
+      await agent.waitFor((l) => l.msg === 'snapshot enforced', 20_000, mark);
+      const m0 = await metrics();
+      // Denied now: no cached verdict lets one through.
+      expect(await connect(10)).toEqual({ ok: 0, failed: 10 });
+      const m1 = await metrics();
+      expect(d(m0, m1, 'netpold_engine_verdict_cache_hits_total')).toBe(0);
+      expect(d(m0, m1, 'netpold_flows_total{protocol="tcp",verdict="deny"}')).toBe(10);
+    } finally {
+      const back = agent.lines.length;
+      writeFileSync(policies, original);
+      await agent.waitFor((l) => l.msg === 'snapshot enforced', 20_000, back);
+    }
+    expect(await connect(3)).toEqual({ ok: 3, failed: 0 });
+  }, 120_000);
+
   it('an established UDP flow moves its datagrams without JavaScript: one decision, every datagram relayed by the engine', async () => {
     const before = await metrics();
     const r = await lab.exec(lab.podNamespace('production/api'), [process.execPath, '-e', udpClient('198.18.2.53', 53, 41001, 100)], { timeoutMs: 60_000 });

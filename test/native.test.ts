@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadNativeSockets, nativeAddonPath, type NativeError, type NativeSockets, type TcpFlow, type UdpHandle } from '../src/dataplane/native.js';
+import { FAST_PENDING_WORDS, loadNativeSockets, nativeAddonPath, type NativeError, type NativeSockets, type TcpFlow, type UdpHandle } from '../src/dataplane/native.js';
 import { FakeNativeSockets } from '../src/dataplane/native-fake.js';
 import { within } from './support/wait.js';
 
@@ -248,42 +248,65 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
     expect(() => u.connect('127.0.0.1', 65536)).toThrow(TypeError);
   });
 
-  it.skipIf(!!skipReason)('fast path: accepted connections arrive as records on both engine threads; a refused one is reset; a relay whose upstream fails ends as a record and resets the client', async () => {
+  /**
+   * The fast-path API on loopback, driven by hand as the data plane would: a listener group of
+   * `threads` engine threads, pending records polled, verdicts and completions. Every open()
+   * passes the same options (the addon's channel is opened once per process).
+   */
+  const fastHarness = (onWork: () => void, threads: number) => {
     const fast = ns.fastTcpPath!();
-    let wakeups = 0;
-    fast.open(() => void wakeups++, { connectTimeoutMs: 2000, udpIdleMs: 1000 });
-    const { id, port } = fast.listen(4, '127.0.0.1', 0, 64, 2, 6);
-    expect(port).toBeGreaterThan(0);
-    const pend = new Uint32Array(13 * 16);
-    const verdicts = new Float64Array(4 * 16);
+    fast.open(onWork, { connectTimeoutMs: 2000, udpIdleMs: 1000, verdictCacheSize: 16 });
+    const { id, port } = fast.listen(4, '127.0.0.1', 0, 64, threads, 6);
+    const W = FAST_PENDING_WORDS;
+    const pend = new Uint32Array(W * 16);
     const done = new Float64Array(6 * 16);
-    /** Polls (bounded) until `want` records were taken; returns them as arrays of 13 words. */
-    const takePending = async (want: number): Promise<number[][]> => {
-      const out: number[][] = [];
-      const deadline = Date.now() + 5000;
-      while (out.length < want) {
-        if (Date.now() > deadline) throw new Error(`only ${out.length} of ${want} pending connections`);
-        const n = fast.takePending(pend);
-        for (let i = 0; i < n; i++) out.push([...pend.subarray(i * 13, i * 13 + 13)]);
-        if (n === 0) await new Promise((r) => setTimeout(r, 5));
-      }
-      return out;
+    return {
+      fast,
+      id,
+      port,
+      verdicts: new Float64Array(4 * 16),
+      done,
+      /** Polls (bounded) until `want` records were taken; returns them as arrays of W words. */
+      async takePending(want: number): Promise<number[][]> {
+        const out: number[][] = [];
+        const deadline = Date.now() + 5000;
+        while (out.length < want) {
+          if (Date.now() > deadline) throw new Error(`only ${out.length} of ${want} pending connections`);
+          const n = fast.takePending(pend);
+          for (let i = 0; i < n; i++) out.push([...pend.subarray(i * W, i * W + W)]);
+          if (n === 0) await new Promise((r) => setTimeout(r, 5));
+        }
+        return out;
+      },
+      /** Polls (bounded) for ended relays; returns how many. */
+      async takeDone(): Promise<number> {
+        const deadline = Date.now() + 5000;
+        let m = 0;
+        while ((m = fast.takeDone(done)) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        return m;
+      },
+      async connectClient(localAddress = '127.0.0.1'): Promise<{ sock: net.Socket; closed: Promise<string> }> {
+        const sock = net.connect({ port, host: '127.0.0.1', localAddress });
+        const closed = new Promise<string>((resolve) => {
+          sock.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+          sock.on('close', () => resolve('close'));
+        });
+        await once(sock, 'connect');
+        return { sock, closed };
+      },
     };
-    const LOOPBACK = 0x7f000001;
-    const connectClient = async (): Promise<{ sock: net.Socket; closed: Promise<string> }> => {
-      const sock = net.connect(port, '127.0.0.1');
-      const closed = new Promise<string>((resolve) => {
-        sock.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
-        sock.on('close', () => resolve('close'));
-      });
-      await once(sock, 'connect');
-      return { sock, closed };
-    };
+  };
+  const LOOPBACK = 0x7f000001;
+
+  it.skipIf(!!skipReason)('fast path: accepted connections arrive as records on both engine threads; a refused one is reset; a relay whose upstream fails ends as a record and resets the client', async () => {
+    let wakeups = 0;
+    const { fast, id, port, verdicts, done, takePending, takeDone, connectClient } = fastHarness(() => void wakeups++, 2);
+    expect(port).toBeGreaterThan(0);
     try {
       // Refused: the client sees its connection reset.
       const c1 = await connectClient();
       const [r1] = await takePending(1);
-      expect(r1!.slice(1)).toEqual([4, LOOPBACK, 0, 0, 0, LOOPBACK, 0, 0, 0, c1.sock.localPort, port, 6]);
+      expect(r1!.slice(1)).toEqual([4, LOOPBACK, 0, 0, 0, LOOPBACK, 0, 0, 0, c1.sock.localPort, port, 6, 0, 0, 0]);
       verdicts.set([r1![0]!, 0, 0, 0]);
       fast.verdicts(verdicts, 1);
       expect(await within(c1.closed, 5000, 'the refused client to be reset')).toBe('ECONNRESET');
@@ -302,10 +325,7 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
       verdicts.set([up![0]!, 0, 0, 0]);
       fast.verdicts(verdicts, 1);
       expect(await within(c2.closed, 5000, 'the relayed client to be reset')).toBe('ECONNRESET');
-      const deadline = Date.now() + 5000;
-      let m = 0;
-      while ((m = fast.takeDone(done)) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-      expect(m).toBe(1);
+      expect(await takeDone()).toBe(1);
       expect([done[0], done[1]]).toEqual([7, 2]);
       expect(fast.abort(relayId)).toBe(false); // ended already
 
@@ -323,9 +343,7 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
       verdicts.set([up3![0]!, 0, 0, 0]);
       fast.verdicts(verdicts, 1);
       expect(await within(c3.closed, 5000, 'the second relayed client to be reset')).toBe('ECONNRESET');
-      const deadline3 = Date.now() + 5000;
-      while ((m = fast.takeDone(done)) === 0 && Date.now() < deadline3) await new Promise((r) => setTimeout(r, 5));
-      expect(m).toBe(1);
+      expect(await takeDone()).toBe(1);
       expect([done[0], done[1]]).toEqual([8, 2]); // reset-upstream, not aborted
       expect(wakeups).toBeGreaterThan(0);
       const stats = ns.spliceCounters!();
@@ -344,6 +362,85 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
       again.listen(port, '127.0.0.1', () => resolve());
     });
     await new Promise<void>((r) => again.close(() => r()));
+  });
+
+  it.skipIf(!!skipReason)('verdict cache: a relay verdict given with a generation relays the next connection of the same source, destination and port at once; the caller adopts it or aborts it; invalidate() forgets it', async () => {
+    // One engine thread: each thread has a cache of its own (a connection with another source
+    // port may land on another thread, which has not seen the verdict yet).
+    const h = fastHarness(() => undefined, 1);
+    const { fast, verdicts, done } = h;
+    const CLIENT = '127.0.0.2'; // the engine's own upstream connections come from 127.0.0.1: other keys
+    const counters = () => ns.spliceCounters!();
+    /** Refuses the engine's own upstream connection of a relay (to this listener): the relay ends reset-upstream. */
+    const refuseUpstream = async (): Promise<void> => {
+      const [up] = await h.takePending(1);
+      expect(up![2]).toBe(LOOPBACK); // from the node, not from the client
+      verdicts.set([up![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+    };
+    try {
+      const gen = fast.invalidate();
+      expect(gen).toBeGreaterThan(0);
+      // A verdict with the generation: decided as usual, and cached.
+      const c1 = await h.connectClient(CLIENT);
+      const [r1] = await h.takePending(1);
+      expect(r1![13]).toBe(0); // not from the cache: nothing is cached yet
+      verdicts.set([r1![0]!, 2, 11, 0]);
+      fast.verdicts(verdicts, 1, gen);
+      await refuseUpstream();
+      expect(await within(c1.closed, 5000, 'the first client to be reset')).toBe('ECONNRESET');
+      expect(await h.takeDone()).toBe(1);
+      expect([done[0], done[1]]).toEqual([11, 2]);
+
+      // The next connection (another source port) is relayed from the cache: its upstream
+      // connection arrives before any verdict. The caller's own verdict (the same action) adopts it.
+      const hits0 = counters().cacheHits;
+      const c2 = await h.connectClient(CLIENT);
+      const [r2, up2] = await h.takePending(2);
+      expect(r2![13]).toBe(2);
+      const relayId = r2![14]! + r2![15]! * 2 ** 32;
+      expect(relayId).toBeGreaterThan(0);
+      expect(up2![2]).toBe(LOOPBACK);
+      expect(counters().cacheHits).toBe(hits0 + 1);
+      verdicts.set([r2![0]!, 2, 12, 0]);
+      fast.verdicts(verdicts, 1, gen);
+      expect(verdicts[3]).toBe(relayId); // adopted
+      verdicts.set([up2![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+      expect(await within(c2.closed, 5000, 'the second client to be reset')).toBe('ECONNRESET');
+      expect(await h.takeDone()).toBe(1);
+      expect([done[0], done[1]]).toEqual([12, 2]); // the adopted relay's completion carries the tag
+
+      // A cached connection the caller refuses is aborted: the client is reset, and no
+      // completion follows (it was never adopted).
+      const c3 = await h.connectClient(CLIENT);
+      const [r3] = await h.takePending(1);
+      expect(r3![13]).toBe(2);
+      verdicts.set([r3![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1, gen);
+      expect(verdicts[3]).toBe(0);
+      expect(await within(c3.closed, 5000, 'the refused cached client to be reset')).toBe('ECONNRESET');
+      // Its upstream connection may have been accepted before the abort: refuse it if so.
+      const deadline = Date.now() + 300;
+      while (Date.now() < deadline) {
+        const n = fast.takePending(new Uint32Array(FAST_PENDING_WORDS * 4));
+        if (n > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      for (let i = 0; i < 5 && fast.takeDone(done) === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(fast.takeDone(done)).toBe(0);
+
+      // After invalidate(), the same connection goes to the caller again.
+      fast.invalidate();
+      const c4 = await h.connectClient(CLIENT);
+      const [r4] = await h.takePending(1);
+      expect(r4![13]).toBe(0);
+      verdicts.set([r4![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+      expect(await within(c4.closed, 5000, 'the fourth client to be reset')).toBe('ECONNRESET');
+    } finally {
+      fast.closeListener(h.id);
+    }
   });
 
   it.skipIf(!!skipReason)('UDP: recvmsg with recvOrigDst on a plain bound socket reports its own address; send, connect, counters, close', async () => {

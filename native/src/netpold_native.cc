@@ -922,6 +922,7 @@ struct Stats {
       pipesCreated{0}, pipesReused{0}, pipesPooled{0}, startFailures{0},
       // fast path
       accepted{0}, acceptErrors{0}, refusedBacklog{0}, connectFailures{0}, connectTimeouts{0},
+      cacheHits{0},  // connections relayed from a loop's verdict cache
       // UDP fast path
       udpFlows{0}, udpActive{0}, udpDatagrams{0}, udpDropped{0}, udpErrors{0}, udpRecvCalls{0}, udpSendCalls{0};
   std::atomic<uint64_t> acceptedByLoop[kMaxLoops] = {};
@@ -998,6 +999,8 @@ struct ConnectTarget {
   SockAddr dst;
   bool fromNode = false;  // a plain connect from the node's address (destination is the node)
   int family = 4;
+  uint32_t cacheGen = 0;  // != 0: JS's verdict, decided at this generation, goes into the cache
+  uint32_t key[9] = {};   // VerdictCache key: source words, destination words, port | family << 16
 };
 
 // A relay lives in its loop's RelaySlab (see there). Field widths and order keep it small:
@@ -1025,6 +1028,66 @@ static_assert(sizeof(Relay) <= 152, "the per-flow memory bound: see bench:memory
 
 inline Relay* RelayOf(Side* s) {
   return static_cast<Relay*>(reinterpret_cast<RelaySides*>(s - s->index));
+}
+
+// ---- verdict cache ---------------------------------------------------------------------------
+//
+// Each engine loop remembers JS's recent TCP "relay" verdicts by (source address, destination
+// address and port): a connection that finds one is relayed at once, on the loop that accepted
+// it, without waiting for the JS thread (two thread wakeups and a queue each way). A verdict is
+// a function of exactly those (the policy snapshot decides on source and destination identity,
+// destination port and protocol; the source port plays no part), so the cache is exact while the
+// snapshot stays. Every change that can change a verdict (a new snapshot, the node's addresses,
+// draining) makes JS bump the engine's generation: entries of another generation never match.
+// A verdict decided at generation g is stored with g, so one that crosses a bump in flight is
+// stale at once. Denials are not cached (they go to JS, which counts and logs them). A
+// connection relayed from the cache still reaches JS as a record: JS decides it too, tracks it
+// (flow table, revalidation) and adopts it, or aborts it if its decision differs (a bump raced
+// the lookup). Direct-mapped: a colliding verdict replaces the older; misses just go to JS.
+
+class VerdictCache {
+ public:
+  explicit VerdictCache(uint32_t size) : mask_(size - 1), e_(new Entry[size]) {}
+
+  static uint32_t Hash(const uint32_t* k) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < 9; i++) h = (h ^ k[i]) * 0xc2b2ae3d27d4eb4fULL;
+    return static_cast<uint32_t>(h >> 32);
+  }
+
+  // The cached action (1 relay, 2 relay from the node) or 0.
+  int Find(const uint32_t* key, const void* channel, uint32_t gen) const {
+    const Entry& e = e_[Hash(key) & mask_];
+    if (e.gen != gen || e.channel != channel || memcmp(e.key, key, sizeof e.key) != 0) return 0;
+    return e.action;
+  }
+
+  void Put(const uint32_t* key, const void* channel, uint32_t gen, int action) {
+    Entry& e = e_[Hash(key) & mask_];
+    memcpy(e.key, key, sizeof e.key);
+    e.channel = channel;
+    e.gen = gen;
+    e.action = static_cast<uint8_t>(action);
+  }
+
+ private:
+  struct Entry {
+    uint32_t key[9] = {};
+    uint32_t gen = 0;  // 0: empty (generations start at 1)
+    const void* channel = nullptr;  // verdicts are per environment (its snapshot)
+    uint8_t action = 0;
+  };
+  uint32_t mask_;
+  std::unique_ptr<Entry[]> e_;
+};
+
+// A cache key from a connection's addresses (words as PendingConn has them).
+void VerdictKeyOf(int family, const uint32_t* src, const uint32_t* dst, uint16_t dstPort, uint32_t* key) {
+  for (int i = 0; i < 4; i++) {
+    key[i] = src[i];
+    key[4 + i] = dst[i];
+  }
+  key[8] = static_cast<uint32_t>(dstPort) | static_cast<uint32_t>(family) << 16;
 }
 
 // The relays of one loop. They sit in chunks that never move, so a relay costs sizeof(Relay)
@@ -1134,6 +1197,10 @@ struct PendingConn {
   uint32_t syscalls = 0;  // made for it so far (accept4, getsockname)
   int proto = 6;          // 6 TCP (fd is the accepted socket), 17 UDP (udpId names the flow)
   uint64_t udpId = 0;
+  // TCP, a hit in the loop's verdict cache: the relay runs already (relayId, its fd is the
+  // relay's); JS decides it anyway and adopts it (or aborts it). cachedAction: 1 or 2.
+  uint64_t relayId = 0;
+  int cachedAction = 0;
 };
 
 struct FastDone {
@@ -1311,6 +1378,14 @@ class Loop {
     std::lock_guard<std::mutex> lock(mu);
     relays.Give(r);
   }
+  // A relay started from the verdict cache gets JS's tag (any thread): false if it ended first.
+  bool Adopt(uint64_t id, uint32_t tag) {
+    std::lock_guard<std::mutex> lock(mu);
+    Relay* r = relays.Find(id);
+    if (r == nullptr) return false;
+    r->tag = tag;  // Deliver reads it after Close unpublished the relay under mu
+    return true;
+  }
 
   int index() const { return index_; }
   void Add(Relay* r);
@@ -1338,6 +1413,7 @@ class Loop {
   void GivePipe(Relay* r, Pipe* p, bool empty);
   // fast path
   void OnAccept(Listener* l);
+  Relay* StartCached(PendingConn& p, FastChannel* ch, int action);
   void StartConnect(Relay* r);
   void Connected(Relay* r);
   void ExpireConnects(int64_t now);
@@ -1369,6 +1445,7 @@ class Loop {
   std::vector<Cmd> cmds_;
   std::vector<Relay*> again_;
   std::vector<Relay*> dead_;
+  std::unique_ptr<VerdictCache> cache_;  // loop thread only; made on the first verdict to keep
 };
 
 struct Engine {
@@ -1378,6 +1455,10 @@ struct Engine {
   std::atomic<uint64_t> nextSeq{1};
   std::atomic<int64_t> connectTimeoutMs{10000};  // fast path upstream connects
   std::atomic<int64_t> udpIdleMs{30000};         // fast path: a UDP flow idle this long ends
+  // The verdict cache (see VerdictCache): entries per loop (a power of two; 0 = none), and the
+  // generation JS bumps whenever a verdict may change.
+  std::atomic<uint32_t> verdictCacheSize{0};
+  std::atomic<uint32_t> verdictGen{1};
   PipePool pool;
   Stats stats;
 
@@ -1490,6 +1571,9 @@ void Loop::GivePipe(Relay* r, Pipe* p, bool empty) {
 
 void Deliver(Relay* r, int end) {
   if (r->fast != nullptr) {
+    // Started from the verdict cache and ended before JS adopted it: JS learns that from the
+    // adoption (fastVerdicts), not from a record.
+    if (r->tag == kUntracked) return;
     FastChannel* ch = r->fast;
     std::lock_guard<std::mutex> lock(ch->mu);
     if (ch->closed) return;
@@ -1867,19 +1951,38 @@ void Loop::OnAccept(Listener* l) {
   stats.accepted.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   stats.acceptedByLoop[index_].fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   FastChannel* ch = l->channel;
+  // Verdicts this loop remembers: those connections are relayed now (see VerdictCache).
+  Relay* cached[kAcceptBatch] = {};
+  if (cache_ != nullptr) {
+    uint32_t gen = TheEngine().verdictGen.load(std::memory_order_acquire);
+    uint32_t key[9];
+    for (int i = 0; i < n; i++) {
+      PendingConn& p = batch[i];
+      VerdictKeyOf(p.family, p.src, p.dst, p.dstPort, key);
+      int action = cache_->Find(key, ch, gen);
+      if (action != 0) cached[i] = StartCached(p, ch, action);
+      if (cached[i] != nullptr) p.cachedAction = action;
+    }
+  }
   int refused = 0;
+  Relay* refusedRelays[kAcceptBatch];
   {
     std::lock_guard<std::mutex> lock(ch->mu);
     for (int i = 0; i < n; i++) {
       if (!ch->closed && ch->pending.size() < kMaxPendingConns) {
         ch->pending.push_back(batch[i]);
       } else {
+        refusedRelays[refused] = cached[i];
         batch[refused++] = batch[i];  // JS is not keeping up (or gone): refuse, never allow
       }
     }
     if (refused < n) ch->NotifyLocked();
   }
   for (int i = 0; i < refused; i++) {
+    if (refusedRelays[i] != nullptr) {  // relayed from the cache: JS will never know it
+      if (!refusedRelays[i]->finished) Fail(refusedRelays[i], kEndAborted);
+      continue;
+    }
     linger lg{1, 0};
     setsockopt(batch[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(batch[i].fd);
@@ -1890,12 +1993,54 @@ void Loop::OnAccept(Listener* l) {
   }
 }
 
+// A fast-path relay for an accepted connection, to be connected upstream (action 1: from the
+// client's address, 2: from the node): counted as started.
+void InitFastRelay(Relay* r, const PendingConn& p, FastChannel* ch, uint32_t tag, int action) {
+  r->fast = ch;
+  r->tag = tag;
+  r->syscalls = p.syscalls;
+  r->side[0].fd = p.fd;
+  r->side[0].exclusive = true;
+  r->target = std::make_unique<ConnectTarget>();
+  r->target->family = p.family;
+  r->target->fromNode = action == 2;
+  r->target->src = WordsToAddr(p.family, p.src, p.srcPort);
+  r->target->dst = WordsToAddr(p.family, p.dst, p.dstPort);
+  Stats& stats = TheEngine().stats;
+  stats.started.fetch_add(1, std::memory_order_relaxed);
+  stats.active.fetch_add(1, std::memory_order_relaxed);
+}
+
+// A connection whose verdict the cache has: its relay starts here and now, with no tag until JS
+// adopts it. nullptr (JS decides it as usual) if the loop has no relay slot left.
+Relay* Loop::StartCached(PendingConn& p, FastChannel* ch, int action) {
+  Relay* r;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    r = relays.Take(index_);
+    if (r == nullptr) return nullptr;
+    relays.Publish(r);
+  }
+  InitFastRelay(r, p, ch, kUntracked, action);
+  TheEngine().stats.cacheHits.fetch_add(1, std::memory_order_relaxed);
+  p.relayId = r->id;
+  StartConnect(r);  // a failure ends the relay (no record: JS finds it gone when adopting)
+  return r;
+}
+
 // The upstream connection of an allowed fast-path flow: transparent from the client's address
 // and port (or a plain one from the node, when the node itself is the destination), non-blocking.
 // The client socket is registered only once the upstream is connected, so nothing is read from
 // the client before there is somewhere to send it.
 void Loop::StartConnect(Relay* r) {
   ConnectTarget& t = *r->target;
+  if (t.cacheGen != 0) {  // JS's verdict: remembered for the next connections of the same kind
+    if (cache_ == nullptr) {
+      uint32_t size = TheEngine().verdictCacheSize.load(std::memory_order_relaxed);
+      if (size != 0) cache_ = std::make_unique<VerdictCache>(size);
+    }
+    if (cache_ != nullptr) cache_->Put(t.key, r->fast, t.cacheGen, t.fromNode ? 2 : 1);
+  }
   Failure f;
   bool inProgress = false;
   // The client's port is kept when possible; if it is taken on this host (another flow from
@@ -2840,6 +2985,7 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
   put("udpErrors", s.udpErrors);
   put("udpRecvCalls", s.udpRecvCalls);
   put("udpSendCalls", s.udpSendCalls);
+  put("cacheHits", s.cacheHits);
   Napi::Array byLoop = Napi::Array::New(env);
   for (int i = 0; i < kMaxLoops; i++) {
     if (e.loops[i] == nullptr) break;
@@ -2861,9 +3007,11 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
 
 // ---- the fast path: JS side -----------------------------------------------------------------
 //
-//   fastOpen(onWork, {connectTimeoutMs})
+//   fastOpen(onWork, {connectTimeoutMs, udpIdleMs, verdictCacheSize?})
 //       Sets up this environment's fast path: onWork() is called (no arguments) whenever accepted
 //       connections wait for verdicts or relays have ended; it drains both with the calls below.
+//       verdictCacheSize: entries of each loop's verdict cache (a power of two; 0, the default:
+//       no cache).
 //   fastListen(family, address, port, backlog, threads) -> {id, port}
 //       A transparent listener group: `threads` sockets bound to one address and port with
 //       SO_REUSEPORT (and IP_TRANSPARENT, SO_REUSEADDR, IPV6_V6ONLY), socket i accepted by engine
@@ -2871,15 +3019,23 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
 //       for TPROXY's listener lookup, so connections spread over the loops (cores).
 //   fastListenerClose(id)           closes the group (returns once every loop has closed its socket)
 //   fastTakePending(Uint32Array) -> n
-//       Moves up to length/12 accepted connections out of the queue, 12 words each:
-//       [slot, family, src0, src1, src2, src3, dst0, dst1, dst2, dst3, srcPort, dstPort]
-//       (addresses as the decision core stores them; dst is the original destination).
-//   fastVerdicts(Float64Array, n)
+//       Moves up to length/16 accepted connections (or new UDP flows) out of the queue, 16
+//       words each: [slot, family, src0..src3, dst0..dst3, srcPort, dstPort, proto,
+//       cachedAction, relayIdLow, relayIdHigh] (addresses as the decision core stores them; dst
+//       is the original destination). cachedAction != 0: relayed from the verdict cache already,
+//       as relay relayIdHigh * 2^32 + relayIdLow.
+//   fastVerdicts(Float64Array, n, generation?)
 //       n records of 4: [slot, action, tag, id]. action 0: refuse (RST, at once, on this thread);
 //       1: relay, upstream transparent from the client's address and port; 2: relay, upstream
-//       plain from the node (the destination is the node itself). tag: the caller's name for the
-//       flow, given back in its completion. id is written back (relays: the relay id for
-//       fastAbort; 0 otherwise).
+//       plain from the node (the destination is the node itself); UDP also 3: deny (remembered).
+//       tag: the caller's name for the flow, given back in its completion. id is written back
+//       (relays: the relay id for fastAbort; 0 otherwise). A record of a cached connection
+//       adopts its relay when the action is the cached one (id: the relay's; 0 if it ended
+//       already, and no completion follows), else aborts it. generation: fastInvalidate()'s
+//       value the verdicts were decided at; relay verdicts are cached with it (0: not cached).
+//   fastInvalidate() -> generation
+//       Every cached verdict is forgotten (a new generation, returned): call it before deciding
+//       with a new snapshot, or whenever a verdict may change.
 //   fastTakeDone(Float64Array) -> n
 //       Ended relays, 6 numbers each: [tag, end, errno, bytesToServer, bytesToClient, syscalls],
 //       end as spliceRelay's plus 4 = the upstream connect failed (errno says why; the client
@@ -2947,7 +3103,12 @@ Napi::Value FastOpen(const Napi::CallbackInfo& info) {
   Napi::Object o = ArgObject(env, info[1], call, "options");
   int64_t timeout = ArgInt(env, o.Get("connectTimeoutMs"), call, "connectTimeoutMs", 1, 2147483647LL);
   int64_t udpIdle = ArgInt(env, o.Get("udpIdleMs"), call, "udpIdleMs", 1, 2147483647LL);
+  int64_t cacheSize = o.Has("verdictCacheSize") && !o.Get("verdictCacheSize").IsUndefined()
+                          ? ArgInt(env, o.Get("verdictCacheSize"), call, "verdictCacheSize", 0, 1 << 24)
+                          : 0;
+  if ((cacheSize & (cacheSize - 1)) != 0) ThrowTypeError(env, call + ": verdictCacheSize must be 0 or a power of two");
   TheEngine().udpIdleMs.store(udpIdle);
+  TheEngine().verdictCacheSize.store(static_cast<uint32_t>(cacheSize));
   auto* data = env.GetInstanceData<AddonData>();
   if (data->fast != nullptr) throw Napi::Error::New(env, call + ": already open in this environment");
   TheEngine().connectTimeoutMs.store(timeout);
@@ -3059,7 +3220,7 @@ Napi::Value FastListenerClose(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-constexpr size_t kPendingWords = 13;
+constexpr size_t kPendingWords = 16;
 
 // The typed array argument of a fast-path call (the records' buffer), or a TypeError.
 template <typename T>
@@ -3102,6 +3263,9 @@ Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
     w[10] = p.srcPort;
     w[11] = p.dstPort;
     w[12] = static_cast<uint32_t>(p.proto);
+    w[13] = static_cast<uint32_t>(p.cachedAction);
+    w[14] = static_cast<uint32_t>(p.relayId & 0xffffffffu);
+    w[15] = static_cast<uint32_t>(p.relayId >> 32);
   }
   ch->pending.erase(ch->pending.begin(), ch->pending.begin() + static_cast<std::ptrdiff_t>(n));
   return Napi::Number::New(env, static_cast<double>(n));
@@ -3110,9 +3274,14 @@ Napi::Value FastTakePending(const Napi::CallbackInfo& info) {
 Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "fastVerdicts";
-  Napi::Float64Array buf = ArgRecords<double>(info, napi_float64_array, call, "(Float64Array, n)");
-  if (info.Length() < 2) ThrowTypeError(env, call + ": expected (Float64Array, n)");
+  Napi::Float64Array buf = ArgRecords<double>(info, napi_float64_array, call, "(Float64Array, n[, generation])");
+  if (info.Length() < 2) ThrowTypeError(env, call + ": expected (Float64Array, n[, generation])");
   size_t n = static_cast<size_t>(ArgInt(env, info[1], call, "n", 0, static_cast<int64_t>(buf.ElementLength() / 4)));
+  // The generation (fastInvalidate) the verdicts were decided at: relay verdicts go into the
+  // accepting loop's cache with it. 0 or absent: none is cached.
+  uint32_t gen = info.Length() > 2 && !info[2].IsUndefined()
+                     ? static_cast<uint32_t>(ArgInt(env, info[2], call, "generation", 0, UINT32_MAX))
+                     : 0;
   FastState* st = FastOf(env, call);
   Engine& eng = TheEngine();
   double* rec = buf.Data();
@@ -3139,6 +3308,20 @@ Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
       ul->UdpVerdict(p.udpId, action, static_cast<uint32_t>(rec[2]), st->channel);
       continue;
     }
+    if (p.relayId != 0) {
+      // Relayed from the verdict cache already: JS's own verdict adopts it (out: its id), or
+      // aborts it when it differs (out: 0; a bump of the generation raced the lookup). Out 0
+      // after a relay verdict: it ended before JS got to it (no record follows).
+      Loop* cl = eng.LoopAt(p.loop, &err);
+      if (cl == nullptr) continue;
+      if (action == p.cachedAction && cl->Adopt(p.relayId, static_cast<uint32_t>(rec[2]))) {
+        rec[3] = static_cast<double>(p.relayId);
+        st->live++;
+      } else if (action != p.cachedAction) {
+        cl->Abort(p.relayId);
+      }
+      continue;
+    }
     Loop* loop = action == 1 || action == 2 ? eng.LoopAt(p.loop, &err) : nullptr;
     if (loop == nullptr) {  // refused (or, never in practice, its loop is gone)
       linger lg{1, 0};
@@ -3155,19 +3338,12 @@ Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
       eng.stats.syscalls.fetch_add(2, std::memory_order_relaxed);
       continue;
     }
-    r->fast = st->channel;
-    r->tag = static_cast<uint32_t>(rec[2]);
-    r->syscalls = p.syscalls;
-    r->side[0].fd = p.fd;
-    r->side[0].exclusive = true;
-    r->target = std::make_unique<ConnectTarget>();
-    r->target->family = p.family;
-    r->target->fromNode = action == 2;
-    r->target->src = WordsToAddr(p.family, p.src, p.srcPort);
-    r->target->dst = WordsToAddr(p.family, p.dst, p.dstPort);
+    InitFastRelay(r, p, st->channel, static_cast<uint32_t>(rec[2]), action);
+    if (gen != 0) {
+      r->target->cacheGen = gen;
+      VerdictKeyOf(p.family, p.src, p.dst, p.dstPort, r->target->key);
+    }
     rec[3] = static_cast<double>(r->id);
-    eng.stats.started.fetch_add(1, std::memory_order_relaxed);
-    eng.stats.active.fetch_add(1, std::memory_order_relaxed);
     st->live++;
     loop->Connect(r);
   }
@@ -3206,6 +3382,14 @@ Napi::Value FastTakeDone(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+Napi::Value FastInvalidate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  FastOf(env, "fastInvalidate");
+  uint32_t gen = TheEngine().verdictGen.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (gen == 0) gen = TheEngine().verdictGen.fetch_add(1, std::memory_order_acq_rel) + 1;  // 0 = never cached
+  return Napi::Number::New(env, static_cast<double>(gen));
+}
+
 Napi::Value FastAbort(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string call = "fastAbort";
@@ -3231,7 +3415,7 @@ Napi::Value FastProgress(const Napi::CallbackInfo& info) {
     for (Loop* l : TheEngine().Started()) {
       std::lock_guard<std::mutex> lock(l->mu);
       for (Relay* r : l->relays.Live()) {
-        if (r->fast != st->channel) continue;
+        if (r->fast != st->channel || r->tag == kUntracked) continue;  // not adopted yet
         AppendProgress(&out, static_cast<double>(r->tag), r);
       }
       for (auto& kv : l->udps) {
@@ -3336,6 +3520,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fastVerdicts", Napi::Function::New(env, splice::FastVerdicts, "fastVerdicts"));
   exports.Set("fastTakeDone", Napi::Function::New(env, splice::FastTakeDone, "fastTakeDone"));
   exports.Set("fastAbort", Napi::Function::New(env, splice::FastAbort, "fastAbort"));
+  exports.Set("fastInvalidate", Napi::Function::New(env, splice::FastInvalidate, "fastInvalidate"));
   exports.Set("fastProgress", Napi::Function::New(env, splice::FastProgress, "fastProgress"));
   return exports;
 }

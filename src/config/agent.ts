@@ -25,6 +25,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'port', kind: 'int', arg: '<n>', min: 1, max: 65535, default: 15001, description: 'transparent listener port on 127.0.0.1 and [::1]' },
   { name: 'relay', kind: 'enum', arg: '<how>', values: ['js', 'splice'], default: 'splice', description: 'how allowed TCP flows move bytes: js (stream piping in Node) or splice (in the kernel, on the native addon\'s thread)' },
   { name: 'relay-threads', kind: 'int', arg: '<n>', min: 0, max: 16, default: 0, description: 'with --relay splice: native threads that accept, connect and relay TCP, each on its own SO_REUSEPORT listener socket (0: one per CPU but one, left to the JavaScript thread)' },
+  { name: 'verdict-cache', kind: 'int', arg: '<n>', min: 0, max: 1 << 20, default: 4096, description: "with --relay splice: entries of each engine thread's cache of recent TCP relay verdicts (by source, destination and port), so that repeated connections are relayed without waiting for the JavaScript thread, which still decides and tracks each one (a power of two; 0: no cache)" },
   { name: 'existing-flows', kind: 'enum', arg: '<mode>', values: ['revalidate', 'keep'], default: 'revalidate', description: 'on a policy change: revalidate (close flows no longer allowed) or keep' },
   { name: 'flow-table-size', kind: 'int', arg: '<n>', min: 1, max: 10_000_000, default: 65536, description: 'maximum tracked flows; when full, idle flows are evicted, else new flows refused' },
   { name: 'udp-idle-ms', kind: 'int', arg: '<n>', min: 100, max: 3_600_000, default: 30000, description: 'a UDP flow without datagrams for this long is closed' },
@@ -150,6 +151,8 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
     problems.push(`${where('agent-socket')} must be an absolute path of at most 100 bytes (a Unix socket), or off, not ${JSON.stringify(agentSocket)}`);
   }
   const flowLogDest = get<string>('flow-log');
+  const verdictCache = get<number>('verdict-cache');
+  if (verdictCache !== undefined && (verdictCache & (verdictCache - 1)) !== 0) problems.push(`${where('verdict-cache')} must be 0 or a power of two, not ${verdictCache}`);
 
   if (problems.length > 0) {
     throw new NetpoldError('NETPOLD_E_CONFIG', `${problems.length === 1 ? 'a problem' : `${problems.length} problems`} in the agent configuration (flags, NETPOLD_* environment, --config file): ${problems.join('; ')}`);
@@ -176,6 +179,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
       mode: get<'enforce' | 'audit'>('mode')!,
       relay: get<'js' | 'splice'>('relay')!,
       ...(get<number>('relay-threads')! > 0 ? { relayThreads: get<number>('relay-threads')! } : {}),
+      verdictCacheSize: verdictCache!,
     },
     interception: { ...DEFAULT_INTERCEPTION, port, mark: Number(get('fwmark')), routeTable, rulePriority: routeTable, table: table! },
     logLevel: get<'debug' | 'info' | 'warn' | 'error'>('log-level')!,

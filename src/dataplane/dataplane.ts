@@ -59,6 +59,11 @@ export interface DataplaneConfig {
    * of a SO_REUSEPORT listener group (default: the number of CPUs less one, at least 1, at most 16).
    */
   readonly relayThreads?: number;
+  /**
+   * With `splice`: entries of each engine loop's cache of TCP relay verdicts (0 or a power of
+   * two; default 0: none; the agent's --verdict-cache defaults to 4096). See decideFastBatch().
+   */
+  readonly verdictCacheSize?: number;
 }
 
 /** Optional collaborators: the decision-latency observer and the flow log. */
@@ -153,6 +158,8 @@ export class Dataplane {
   /** Bytes of each live relay already counted (progress polls), by tag: [toServer, toClient]. */
   private fastReported = new Float64Array(2 * 256);
   private fastTicker: NodeJS.Timeout | undefined;
+  /** The engine's verdict-cache generation of the current snapshot (0: verdicts are not cached). */
+  private fastGen = 0;
   private fastDrainScheduled = false;
   /** Fast-path flows (TCP relays, UDP flows) whose end has not been taken yet. */
   private fastLive = 0;
@@ -265,8 +272,11 @@ export class Dataplane {
   }
 
   setSnapshot(snap: PolicySnapshot, options: { readonly auditNamespaces?: ReadonlySet<string> } = {}): void {
+    // Verdicts the engine cached under the old snapshot (or node addresses) are void from here.
     this.refreshLocalAddresses();
     this.snapshot = snap;
+    // Verdicts the engine cached under the old snapshot (or node addresses) are void from here.
+    this.renewVerdictCache();
     this.auditPods = auditMask(snap, options.auditNamespaces ?? new Set());
     if (this.config.existingFlows === 'keep') return;
     let closed = 0;
@@ -304,6 +314,7 @@ export class Dataplane {
    */
   async drain(graceMs: number, abort?: Promise<void>): Promise<{ finished: boolean; left: number }> {
     this.draining = true;
+    this.renewVerdictCache();
     if (this.liveTcp > 0 && graceMs > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -330,6 +341,7 @@ export class Dataplane {
   /** Stops accepting, closes every flow (reset), closes the listeners. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.renewVerdictCache();
     clearInterval(this.sweeper);
     for (const e of this.table.all()) {
       this.dropFlow(e);
@@ -418,7 +430,23 @@ export class Dataplane {
 
   private startFast(fast: FastTcpPath): void {
     this.fast = fast;
-    fast.open(() => this.onFastWork(), { connectTimeoutMs: this.config.connectTimeoutMs, udpIdleMs: this.config.udpIdleMs });
+    fast.open(() => this.onFastWork(), {
+      connectTimeoutMs: this.config.connectTimeoutMs,
+      udpIdleMs: this.config.udpIdleMs,
+      verdictCacheSize: this.config.verdictCacheSize ?? 0,
+    });
+    this.renewVerdictCache();
+  }
+
+  /**
+   * Whenever a verdict may change (a snapshot, with the node's addresses; draining; stopping):
+   * the engine forgets its cached verdicts, and the next ones are cached under a new generation;
+   * none while there is no snapshot or new connections are refused.
+   */
+  private renewVerdictCache(): void {
+    if (!this.fast) return;
+    const gen = this.fast.invalidate();
+    this.fastGen = this.snapshot && !this.draining && !this.stopping ? gen : 0;
   }
 
   private onFastWork(): void {
@@ -504,11 +532,27 @@ export class Dataplane {
       this.fastLive++;
       if (!udp) this.liveTcp++;
     }
-    fast.verdicts(v, n);
+    // Relay verdicts are cached in the engine under this snapshot's generation. A connection
+    // the engine relayed from its cache already (cachedAction != 0) was decided above all the
+    // same: that verdict is the one that counts (flow log, counters, tracking); the engine
+    // adopts the relay when it agrees and aborts it when not (a refusal, a denial).
+    fast.verdicts(v, n, this.fastGen);
     for (let i = 0; i < n; i++) {
       const r = i * FAST_VERDICT_WORDS;
       if (v[r + 1] === FastAction.Refuse) continue;
-      this.fastFlows[v[r + 2]!]!.handle = v[r + 3]!;
+      const tag = v[r + 2]!;
+      const e = this.fastFlows[tag]!;
+      e.handle = v[r + 3]!;
+      if (e.handle === 0 && p[i * FAST_PENDING_WORDS + 13] !== 0) {
+        // Relayed from the cache and over before we got to it (its upstream failed, or the
+        // client was quick): nothing to track, and no completion follows.
+        this.fastFlows[tag] = undefined;
+        this.fastFreeTags.push(tag);
+        this.fastLive--;
+        if (e.proto === PROTO_TCP && --this.liveTcp === 0) this.drained?.();
+        e.state = 'closed';
+        this.table.remove(e);
+      }
     }
     if (this.fastTicker === undefined && this.fastLive > 0) {
       this.fastTicker = setInterval(() => this.tickFast(), SPLICE_PROGRESS_MS);

@@ -217,6 +217,8 @@ export interface SpliceCounters {
   /** recvmmsg and sendmmsg calls: datagrams / (recv + send calls) is the batching achieved. */
   udpRecvCalls: number;
   udpSendCalls: number;
+  /** Fast path: connections relayed at once from an engine loop's verdict cache. */
+  cacheHits: number;
   /** sizeof a relay and of a UDP flow in the engine (the memory benchmark's accounting). */
   relayBytes: number;
   udpFlowBytes: number;
@@ -228,7 +230,14 @@ export interface SpliceCounters {
 }
 
 /** Words per accepted connection in FastTcpPath.takePending's buffer. */
-export const FAST_PENDING_WORDS = 13;
+export const FAST_PENDING_WORDS = 16;
+
+export interface FastOpenOptions {
+  connectTimeoutMs: number;
+  udpIdleMs: number;
+  /** Entries of each engine loop's verdict cache (0 or a power of two; 0: none). */
+  verdictCacheSize?: number;
+}
 /** Numbers per verdict in FastTcpPath.verdicts' buffer. */
 export const FAST_VERDICT_WORDS = 4;
 /** Numbers per ended relay in FastTcpPath.takeDone's buffer. */
@@ -266,7 +275,7 @@ export const FastEnd = {
  */
 export interface FastTcpPath {
   /** Sets the function called when connections wait for verdicts or relays have ended. */
-  open(onWork: () => void, opts: { connectTimeoutMs: number; udpIdleMs: number }): void;
+  open(onWork: () => void, opts: FastOpenOptions): void;
   /**
    * A listener group of `threads` sockets (and engine loops) on address:port; proto 6 TCP, 17
    * UDP (first datagrams of new flows; an allowed flow then gets an upstream socket of its own,
@@ -274,10 +283,21 @@ export interface FastTcpPath {
    */
   listen(family: IpFamily, address: string, port: number, backlog: number, threads: number, proto: 6 | 17): { id: number; port: number };
   closeListener(id: number): void;
-  /** Fills buf with up to buf.length / FAST_PENDING_WORDS new flows: [slot, family, src×4, dst×4, srcPort, dstPort, proto]. */
+  /**
+   * Fills buf with up to buf.length / FAST_PENDING_WORDS new flows: [slot, family, src×4, dst×4,
+   * srcPort, dstPort, proto, cachedAction, relayIdLow, relayIdHigh]. cachedAction != 0: a TCP
+   * connection the engine relayed at once from its verdict cache (see verdicts()).
+   */
   takePending(buf: Uint32Array): number;
-  /** n records [slot, action (FastAction), tag, id←] (the relay id is written back for relays). */
-  verdicts(buf: Float64Array, n: number): void;
+  /**
+   * n records [slot, action (FastAction), tag, id←] (the relay id is written back for relays).
+   * For a cached connection, the action adopts its relay when it is the cached one (id←: the
+   * relay's, or 0 if it ended already: no completion follows), else aborts it (id← 0).
+   * `generation` (from invalidate()): relay verdicts are cached with it; 0 or absent: not cached.
+   */
+  verdicts(buf: Float64Array, n: number, generation?: number): void;
+  /** Forgets every cached verdict (all engine loops): returns the new generation. */
+  invalidate(): number;
   /** Fills buf with up to buf.length / FAST_DONE_WORDS ended relays: [tag, end (FastEnd), errno, bytesToServer, bytesToClient, syscalls]. */
   takeDone(buf: Float64Array): number;
   /** Resets both sides of a live relay; false if it has ended. */
@@ -345,11 +365,12 @@ interface NativeBinding {
   spliceProgress(): Float64Array;
   spliceStats(): SpliceCounters;
   tcpClose(fd: number, reset: boolean): void;
-  fastOpen(onWork: () => void, opts: { connectTimeoutMs: number; udpIdleMs: number }): void;
+  fastOpen(onWork: () => void, opts: FastOpenOptions): void;
   fastListen(family: IpFamily, address: string, port: number, backlog: number, threads: number, proto: number): { id: number; port: number };
   fastListenerClose(id: number): boolean;
   fastTakePending(buf: Uint32Array): number;
-  fastVerdicts(buf: Float64Array, n: number): void;
+  fastVerdicts(buf: Float64Array, n: number, generation?: number): void;
+  fastInvalidate(): number;
   fastTakeDone(buf: Float64Array): number;
   fastAbort(id: number): boolean;
   fastProgress(): Float64Array;
@@ -543,7 +564,8 @@ class RealNativeSockets implements NativeSockets {
         b.fastListenerClose(id);
       },
       takePending: (buf) => b.fastTakePending(buf),
-      verdicts: (buf, n) => b.fastVerdicts(buf, n),
+      verdicts: (buf, n, generation) => b.fastVerdicts(buf, n, generation),
+      invalidate: () => b.fastInvalidate(),
       takeDone: (buf) => b.fastTakeDone(buf),
       abort: (id) => b.fastAbort(id),
       progress: () => b.fastProgress(),

@@ -298,6 +298,12 @@ export class AgentMetrics {
     counterFrom(registers, 'netpold_engine_syscalls_total', 'System calls made by the native engine (accept, connect, splice, epoll, close...): divided by accepted connections, the syscalls per connection.', eng((c) => c.syscalls));
     counterFrom(registers, 'netpold_engine_wakeups_total', 'epoll_wait returns of the native engine loops.', eng((c) => c.wakeups));
     counterFrom(registers, 'netpold_engine_splice_calls_total', 'splice(2) calls of the native engine.', eng((c) => c.spliceCalls));
+    counterFrom(
+      registers,
+      'netpold_engine_verdict_cache_hits_total',
+      'TCP connections an engine thread relayed at once from its cache of recent verdicts (each is still decided and tracked by the JavaScript thread).',
+      eng((c) => c.cacheHits),
+    );
     counterFrom(registers, 'netpold_engine_refused_backlog_total', 'Connections reset because too many were waiting for a verdict.', eng((c) => c.refusedBacklog));
     counterFrom(registers, 'netpold_engine_accept_errors_total', 'accept failures of the native engine (out of fds pauses a listener for 100 ms).', eng((c) => c.acceptErrors));
     counterFrom(registers, 'netpold_engine_connect_failures_total', 'Upstream connects that failed (refused, unreachable, timed out).', eng((c) => c.connectFailures + c.connectTimeouts));
