@@ -425,6 +425,18 @@ describe('FlowTable: capacity', () => {
     expect(t.lookup(key(V6), 11)).toBe(b);
   });
 
+  it('takes unused slots lowest first, and reuses the last freed slot first', () => {
+    const t = new FlowTable(3, 1_000_000);
+    const [a, b, c] = [1, 2, 3].map((i) => t.register(key({ ...V4, srcPort: i }), 0)!);
+    expect([a!.slot, b!.slot, c!.slot]).toEqual([0, 1, 2]);
+    t.remove(b!);
+    t.remove(a!);
+    expect(t.register(key({ ...V4, srcPort: 4 }), 0)!.slot).toBe(0);
+    expect(t.register(key({ ...V4, srcPort: 5 }), 0)!.slot).toBe(1);
+    expect(t.register(key({ ...V4, srcPort: 6 }), 0)).toBeUndefined();
+    expect(t.stats).toMatchObject({ entries: 3, refusals: 1 });
+  });
+
   it('a table of capacity 1 holds one flow; removal frees its place', () => {
     const t = new FlowTable(1, 1_000_000);
     const a = t.register(key(V4), 0)!;
