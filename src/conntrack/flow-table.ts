@@ -4,10 +4,10 @@
 //
 // Memory: a flow's fields live in a 64-byte record of the table (one ArrayBuffer of records,
 // indexed by slot, read through a Float64Array and a Uint32Array view), and its FlowEntry is a
-// small object of four fields (slot, record index, records, close): the fields are accessors.
+// small object of three fields (records, record index, close): the fields are accessors.
 // As plain fields, an entry was 120 bytes plus a 16-byte HeapNumber each for lastSeen
 // (Date.now() is no Smi) and the relay id (a double from a Float64Array): 152 heap bytes per
-// flow, against 56 now and 32 more bytes of record than the address column it replaces.
+// flow, against 48 now and 32 more bytes of record than the address column it replaces.
 // A removed entry gets a one-record copy of its own, taken at removal, since its slot may be
 // reused at once: it keeps every field (the flow log and the relays read it after removal).
 //
@@ -56,7 +56,11 @@ class FlowRecords {
   readonly f64: Float64Array;
   readonly u32: Uint32Array;
 
-  constructor(n: number) {
+  constructor(
+    n: number,
+    /** A table's records (record index = slot), not a removed or lone entry's own. */
+    readonly table: boolean,
+  ) {
     const buf = new ArrayBuffer(n * U32_PER_REC * 4);
     this.f64 = new Float64Array(buf);
     this.u32 = new Uint32Array(buf);
@@ -73,8 +77,6 @@ class FlowRecords {
 }
 
 export class FlowEntry {
-  /** The entry's slot in its table while registered, else -1. */
-  slot = -1;
   /** Set by the relay: closes the flow's sockets (reset for TCP). */
   close: (reason: string) => void = noop;
   /** The records holding this flow's fields: the table's while registered, else its own... */
@@ -84,8 +86,13 @@ export class FlowEntry {
 
   /** A new entry has a record of its own (zeros: proto 0, family 0, state pending). */
   constructor(recs?: FlowRecords, at = 0) {
-    this.recs = recs ?? new FlowRecords(1);
+    this.recs = recs ?? new FlowRecords(1, false);
     this.at = at;
+  }
+
+  /** The entry's slot in its table while registered, else -1 (not a field: 8 bytes a flow). */
+  get slot(): number {
+    return this.recs.table ? this.at : -1;
   }
 
   get proto(): number {
@@ -194,11 +201,10 @@ export class FlowEntry {
 
   /** For FlowTable.remove only: the entry takes a copy of its record and leaves its slot. */
   detach(): void {
-    const own = new FlowRecords(1);
+    const own = new FlowRecords(1, false);
     this.recs.copy(this.at, own, 0);
     this.recs = own;
     this.at = 0;
-    this.slot = -1;
   }
 }
 
@@ -234,7 +240,7 @@ export class FlowTable {
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('flow table capacity must be a positive integer');
     this.entries = new Array(capacity);
-    this.recs = new FlowRecords(capacity);
+    this.recs = new FlowRecords(capacity, true);
     this.next = new Int32Array(capacity).fill(-1);
     let nb = 16;
     while (nb < capacity) nb *= 2;
@@ -319,7 +325,6 @@ export class FlowTable {
     f[fo + F_HANDLE] = 0;
     f[fo + F_REVISION] = 0;
     const e = new FlowEntry(this.recs, slot);
-    e.slot = slot;
     const b = this.bucketOfSlot(slot);
     this.next[slot] = this.buckets[b]!;
     this.buckets[b] = slot;
