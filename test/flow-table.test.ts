@@ -295,6 +295,27 @@ describe('FlowEntry: fields kept in the table\'s records', () => {
     expect(t.lookup(key({ ...V4, proto: PROTO_UDP }), 7)).toBe(b);
   });
 
+  it('removed entries keep their fields across many removals (their copies fill block after block)', () => {
+    const t = new FlowTable(2, 1000);
+    const removed: FlowEntry[] = [];
+    for (let i = 0; i < 300; i++) {
+      const e = t.register(key({ ...V6, srcPort: i }), i)!;
+      e.handle = 2 ** 40 + i;
+      e.revision = i;
+      e.state = i % 2 ? 'allowed' : 'denied';
+      t.remove(e);
+      removed.push(e);
+    }
+    removed.forEach((e, i) => {
+      expect(e.slot).toBe(-1);
+      expect(entryText(e)).toBe(keyText(key({ ...V6, srcPort: i })));
+      expect(fields(e)).toEqual({ state: i % 2 ? 'allowed' : 'denied', revision: i, lastSeen: i, handle: 2 ** 40 + i });
+    });
+    // Writing one removed entry changes no other.
+    removed[100]!.lastSeen = -5;
+    expect(removed.map((e) => e.lastSeen)).toEqual(removed.map((_, i) => (i === 100 ? -5 : i)));
+  });
+
   it('an entry made outside a table starts empty and holds what is set on it', () => {
     const e = new FlowEntry();
     expect(e.slot).toBe(-1);

@@ -8,8 +8,12 @@
 // As plain fields, an entry was 120 bytes plus a 16-byte HeapNumber each for lastSeen
 // (Date.now() is no Smi) and the relay id (a double from a Float64Array): 152 heap bytes per
 // flow, against 48 now and 32 more bytes of record than the address column it replaces.
-// A removed entry gets a one-record copy of its own, taken at removal, since its slot may be
-// reused at once: it keeps every field (the flow log and the relays read it after removal).
+// A removed entry gets a copy of its record, taken at removal, since its slot may be reused at
+// once: it keeps every field (the flow log and the relays read it after removal). The copies
+// go to blocks of REMOVED_BLOCK records, handed out in turn: an ArrayBuffer and its views per
+// removal made remove() take about 1.4 µs (0.2 µs with blocks; 0.35 µs before the records, with
+// a Uint32Array copy of the addresses). A block lives while any entry copied into it does:
+// 4 KiB for the rare removed entry that is kept long.
 //
 // Bounded: when full, idle flows (no traffic for `idleMs`) are evicted first, oldest first;
 // if none is idle the new flow is refused (counted, and the caller logs it): never a crash and
@@ -50,6 +54,8 @@ const U_SRC = 6;
 const U_DST = 10;
 const U_PORTS = 14;
 const U_META = 15;
+/** Records in a block of removed entries' copies (see the top of this file). */
+const REMOVED_BLOCK = 64;
 
 /** Records of flows: `n` of 64 bytes in one buffer, as Float64 and Uint32 words. */
 class FlowRecords {
@@ -199,12 +205,11 @@ export class FlowEntry {
     return key;
   }
 
-  /** For FlowTable.remove only: the entry takes a copy of its record and leaves its slot. */
-  detach(): void {
-    const own = new FlowRecords(1, false);
-    this.recs.copy(this.at, own, 0);
-    this.recs = own;
-    this.at = 0;
+  /** For FlowTable.remove only: the entry's record is copied to record `at` of `to` (not a table's), and it leaves its slot. */
+  detach(to: FlowRecords, at: number): void {
+    this.recs.copy(this.at, to, at);
+    this.recs = to;
+    this.at = at;
   }
 }
 
@@ -231,6 +236,9 @@ export class FlowTable {
   private readonly free: Int32Array;
   private freeCount = 0;
   private fresh = 0;
+  /** Where removed entries' records are copied: the block being filled, and records used in it. */
+  private removed = new FlowRecords(REMOVED_BLOCK, false);
+  private removedUsed = 0;
   readonly stats: FlowTableStats = { entries: 0, lookups: 0, hits: 0, evictions: 0, refusals: 0 };
 
   constructor(
@@ -352,7 +360,11 @@ export class FlowTable {
     this.entries[slot] = undefined;
     this.free[this.freeCount++] = slot;
     // The slot may be reused at once: the entry keeps a copy of its record.
-    e.detach();
+    if (this.removedUsed === REMOVED_BLOCK) {
+      this.removed = new FlowRecords(REMOVED_BLOCK, false);
+      this.removedUsed = 0;
+    }
+    e.detach(this.removed, this.removedUsed++);
     this.stats.entries--;
   }
 
