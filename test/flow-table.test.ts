@@ -316,11 +316,11 @@ describe('FlowEntry: fields kept in the table\'s records', () => {
     expect(removed.map((e) => e.lastSeen)).toEqual(removed.map((_, i) => (i === 100 ? -5 : i)));
   });
 
-  it('an entry made outside a table starts empty and holds what is set on it', () => {
+  it('an entry made outside a table starts as before (family 4, the rest 0, pending) and holds what is set on it', () => {
     const e = new FlowEntry();
     expect(e.slot).toBe(-1);
     expect({ ...fields(e), proto: e.proto, family: e.family, srcPort: e.srcPort, dstPort: e.dstPort }).toEqual({
-      state: 'pending', revision: 0, lastSeen: 0, handle: 0, proto: 0, family: 0, srcPort: 0, dstPort: 0,
+      state: 'pending', revision: 0, lastSeen: 0, handle: 0, proto: 0, family: 4, srcPort: 0, dstPort: 0,
     });
     e.proto = PROTO_UDP;
     e.family = 6;

@@ -64,7 +64,7 @@ class FlowRecords {
 
   constructor(
     n: number,
-    /** A table's records (record index = slot), not a removed or lone entry's own. */
+    /** A table's records (record index = slot), not removed entries' copies or a lone entry's own. */
     readonly table: boolean,
   ) {
     const buf = new ArrayBuffer(n * U32_PER_REC * 4);
@@ -90,10 +90,15 @@ export class FlowEntry {
   /** ...and the record's index in them (the slot, or 0 in its own). */
   private at: number;
 
-  /** A new entry has a record of its own (zeros: proto 0, family 0, state pending). */
+  /** Without records, the entry has one of its own: proto 0, family 4, ports 0, state pending, numbers 0. */
   constructor(recs?: FlowRecords, at = 0) {
-    this.recs = recs ?? new FlowRecords(1, false);
     this.at = at;
+    if (recs) {
+      this.recs = recs;
+    } else {
+      this.recs = new FlowRecords(1, false);
+      this.family = 4;
+    }
   }
 
   /** The entry's slot in its table while registered, else -1 (not a field: 8 bytes a flow). */
@@ -205,7 +210,7 @@ export class FlowEntry {
     return key;
   }
 
-  /** For FlowTable.remove only: the entry's record is copied to record `at` of `to` (not a table's), and it leaves its slot. */
+  /** For FlowTable.remove only: the entry's record is copied to record `at` of `to` (not a table's): it leaves its slot. */
   detach(to: FlowRecords, at: number): void {
     this.recs.copy(this.at, to, at);
     this.recs = to;
