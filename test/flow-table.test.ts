@@ -4,7 +4,7 @@
 // keys never collide, and a model test against a plain Map over random operation sequences.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FlowEntry, FlowTable } from '../src/conntrack/flow-table.js';
+import { FlowEntry, FlowTable, type FlowState } from '../src/conntrack/flow-table.js';
 import { parseAddrInto, PROTO_SCTP, PROTO_TCP, PROTO_UDP, type Family } from '../src/policy/addr.js';
 import { FlowKey } from '../src/policy/decide.js';
 
@@ -244,6 +244,104 @@ describe('FlowTable: register, lookup, remove by 5-tuple', () => {
   });
 });
 
+describe('FlowEntry: fields kept in the table\'s records', () => {
+  // Values that a plain object field would keep as doubles: Date.now() (no Smi), relay ids up to
+  // 2^53, and a fractional number, which must come back exactly.
+  const FIELDS = [
+    { state: 'allowed', revision: 2 ** 40 + 3, lastSeen: 1_795_319_197_948, handle: 2 ** 53 - 15 },
+    { state: 'denied', revision: 7, lastSeen: 0.5, handle: 1 },
+    { state: 'closed', revision: 0, lastSeen: -1, handle: 0 },
+    { state: 'pending', revision: 1, lastSeen: 2 ** 31, handle: 63_920 },
+  ] as const;
+
+  function fields(e: FlowEntry) {
+    return { state: e.state, revision: e.revision, lastSeen: e.lastSeen, handle: e.handle };
+  }
+
+  it('every field round-trips, and entries in neighbouring slots do not disturb each other', () => {
+    const t = new FlowTable(FIELDS.length, 1000);
+    const specs = [V4, V6, { ...V4, proto: PROTO_UDP, srcPort: 0, dstPort: 65535 }, { ...V6, proto: PROTO_SCTP, srcPort: 65535, dstPort: 0 }];
+    const entries = specs.map((spec, i) => {
+      const e = t.register(key(spec), i)!;
+      expect(fields(e)).toEqual({ state: 'pending', revision: 0, lastSeen: i, handle: 0 });
+      return e;
+    });
+    entries.forEach((e, i) => Object.assign(e, FIELDS[i]));
+    entries.forEach((e, i) => {
+      expect(fields(e)).toEqual(FIELDS[i]);
+      expect(entryText(e)).toBe(keyText(key(specs[i]!)));
+      expect(t.lookup(key(specs[i]!), 1_800_000_000_000 + i)).toBe(e);
+      expect(e.lastSeen).toBe(1_800_000_000_000 + i);
+      expect(e.state).toBe(FIELDS[i]!.state); // a lookup changes lastSeen only
+    });
+  });
+
+  it('a removed entry keeps every field, while its slot is reused and the new flow is written', () => {
+    const t = new FlowTable(1, 1000);
+    const a = t.register(key(V6), 5)!;
+    Object.assign(a, FIELDS[0]);
+    t.remove(a);
+    const b = t.register(key({ ...V4, proto: PROTO_UDP }), 6)!;
+    expect(b.slot).toBe(0);
+    Object.assign(b, FIELDS[1]);
+    expect(fields(a)).toEqual(FIELDS[0]);
+    expect(entryText(a)).toBe(keyText(key(V6)));
+    // And the other way round: writing the removed entry leaves the slot's new flow alone.
+    a.state = 'closed';
+    a.handle = 0;
+    a.dst[3] = 99;
+    expect(fields(b)).toEqual(FIELDS[1]);
+    expect(entryText(b)).toBe(keyText(key({ ...V4, proto: PROTO_UDP })));
+    expect(t.lookup(key({ ...V4, proto: PROTO_UDP }), 7)).toBe(b);
+  });
+
+  it('removed entries keep their fields across many removals (their copies fill block after block)', () => {
+    const t = new FlowTable(2, 1000);
+    const removed: FlowEntry[] = [];
+    for (let i = 0; i < 300; i++) {
+      const e = t.register(key({ ...V6, srcPort: i }), i)!;
+      e.handle = 2 ** 40 + i;
+      e.revision = i;
+      e.state = i % 2 ? 'allowed' : 'denied';
+      t.remove(e);
+      removed.push(e);
+    }
+    removed.forEach((e, i) => {
+      expect(e.slot).toBe(-1);
+      expect(entryText(e)).toBe(keyText(key({ ...V6, srcPort: i })));
+      expect(fields(e)).toEqual({ state: i % 2 ? 'allowed' : 'denied', revision: i, lastSeen: i, handle: 2 ** 40 + i });
+    });
+    // Writing one removed entry changes no other.
+    removed[100]!.lastSeen = -5;
+    expect(removed.map((e) => e.lastSeen)).toEqual(removed.map((_, i) => (i === 100 ? -5 : i)));
+  });
+
+  it('an entry made outside a table starts as before (family 4, the rest 0, pending) and holds what is set on it', () => {
+    const e = new FlowEntry();
+    expect(e.slot).toBe(-1);
+    expect({ ...fields(e), proto: e.proto, family: e.family, srcPort: e.srcPort, dstPort: e.dstPort }).toEqual({
+      state: 'pending', revision: 0, lastSeen: 0, handle: 0, proto: 0, family: 4, srcPort: 0, dstPort: 0,
+    });
+    e.proto = PROTO_UDP;
+    e.family = 6;
+    e.srcPort = 65535;
+    e.dstPort = 53;
+    e.src.set(key(V6).src);
+    e.dst.set(key(V6).dst);
+    Object.assign(e, FIELDS[0]);
+    expect(fields(e)).toEqual(FIELDS[0]);
+    expect(entryText(e)).toBe(keyText(key({ ...V6, proto: PROTO_UDP, srcPort: 65535, dstPort: 53 })));
+  });
+
+  it('rejects a state that is not one of the four', () => {
+    const e = new FlowEntry();
+    expect(() => {
+      e.state = 'open' as FlowState;
+    }).toThrow(TypeError);
+    expect(e.state).toBe('pending');
+  });
+});
+
 describe('FlowTable: stats', () => {
   it('counts lookups, hits and entries', () => {
     const t = new FlowTable(8, 1000);
@@ -346,6 +444,18 @@ describe('FlowTable: capacity', () => {
     expect(calls).toBe(1);
     expect(t.size).toBe(1);
     expect(t.lookup(key(V6), 11)).toBe(b);
+  });
+
+  it('takes unused slots lowest first, and reuses the last freed slot first', () => {
+    const t = new FlowTable(3, 1_000_000);
+    const [a, b, c] = [1, 2, 3].map((i) => t.register(key({ ...V4, srcPort: i }), 0)!);
+    expect([a!.slot, b!.slot, c!.slot]).toEqual([0, 1, 2]);
+    t.remove(b!);
+    t.remove(a!);
+    expect(t.register(key({ ...V4, srcPort: 4 }), 0)!.slot).toBe(0);
+    expect(t.register(key({ ...V4, srcPort: 5 }), 0)!.slot).toBe(1);
+    expect(t.register(key({ ...V4, srcPort: 6 }), 0)).toBeUndefined();
+    expect(t.stats).toMatchObject({ entries: 3, refusals: 1 });
   });
 
   it('a table of capacity 1 holds one flow; removal frees its place', () => {
