@@ -909,6 +909,11 @@ const char* EndName(int end) {
 constexpr int kOwnClient = 1;
 constexpr int kOwnUpstream = 2;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+// A direction holding no pipe reads with recv() into the loop's buffer of this size and sends
+// at once: for the small messages of most connections that is one copy of a few bytes instead
+// of a pipe taken, two splices and an EAGAIN probe (a short read means the socket is empty).
+// A full buffer is a bulk direction: it takes a pipe and splices from then on.
+constexpr size_t kCopyBytes = 16384;
 constexpr int kMaxEvents = 256;
 constexpr int kPumpBudget = 64;    // splice calls per relay per turn of its loop
 constexpr size_t kPoolMax = 64;    // empty pipes kept for reuse per loop (2 fds each)
@@ -970,6 +975,7 @@ struct Side {
   bool readable = true;    // not known to be empty (cleared by EAGAIN, set by an event)
   bool writable = true;    // not known to be full
   bool registered = false;
+  bool rdhup = false;      // the peer's FIN has arrived (EPOLLRDHUP): read until recv says 0
   int fd = -1;
 };
 
@@ -990,6 +996,7 @@ struct Dir {
   bool eof = false;    // the source sent its FIN (splice returned 0)
   bool shut = false;   // forwarded: shutdown(destination, SHUT_WR)
   bool grown = false;   // tried to grow the pipe to bulkSize (once)
+  bool bulk = false;    // filled the copy buffer once: spliced from then on (Copy)
   std::atomic<uint64_t> bytes{0};  // delivered to the destination
 };
 
@@ -1407,6 +1414,7 @@ class Loop {
   void OnEvent(Side* s, uint32_t events);
   void Pump(Relay* r);
   int Step(Relay* r, int d, int* budget);
+  int Copy(Relay* r, int d, int* budget);
   void Fail(Relay* r, int end);
   void Close(Relay* r, int end);
   bool TakePipe(Relay* r, Pipe* out, Failure* f);
@@ -1445,6 +1453,7 @@ class Loop {
   std::vector<Cmd> cmds_;
   std::vector<Relay*> again_;
   std::vector<Relay*> dead_;
+  std::unique_ptr<char[]> copyBuf_;  // Copy(): kCopyBytes, made on first use
   std::unique_ptr<VerdictCache> cache_;  // loop thread only; made on the first verdict to keep
 };
 
@@ -1804,7 +1813,7 @@ void Loop::RunCommands() {
       bool ok = true;
       for (Side& s : r->side) {
         epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
         ev.data.ptr = &s;
         Count(r);
         if (epoll_ctl(ep_, EPOLL_CTL_ADD, s.fd, &ev) != 0) {
@@ -2082,7 +2091,7 @@ void Loop::StartConnect(Relay* r) {
     s.readable = false;
     s.writable = false;
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
     ev.data.ptr = &s;
     Count(r);
     if (epoll_ctl(ep_, EPOLL_CTL_ADD, s.fd, &ev) != 0) f = Failure{errno, "epoll_ctl", ""};
@@ -2105,7 +2114,7 @@ void Loop::Connected(Relay* r) {
   r->target.reset();
   Side& c = r->side[0];
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
   ev.data.ptr = &c;
   Count(r);
   if (epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev) != 0) {
@@ -2598,6 +2607,7 @@ void Loop::OnEvent(Side* s, uint32_t events) {
     if (r->finished) return;
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->readable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP)) s->rdhup = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s->writable = true;
   // Bytes that arrived before an RST are still relayed (as Node reads them before the error).
   Pump(r);
@@ -2665,7 +2675,11 @@ int Loop::Step(Relay* r, int d, int* budget) {
       return -1;
     }
   }
-  if (!dir.eof && src.readable && (dir.pipe.r < 0 || dir.inPipe < dir.pipe.cap)) {
+  if (!dir.eof && src.readable && dir.pipe.r < 0 && dst.writable && !dir.bulk) {
+    int c = Copy(r, d, budget);
+    if (c < 0) return -1;
+    if (c > 0) changed = true;
+  } else if (!dir.eof && src.readable && (dir.pipe.r < 0 || dir.inPipe < dir.pipe.cap)) {
     if (dir.pipe.r < 0) {
       Failure f;
       if (!TakePipe(r, &dir.pipe, &f)) {  // EMFILE/ENFILE: this flow cannot go on
@@ -2725,6 +2739,71 @@ int Loop::Step(Relay* r, int d, int* budget) {
   // Nothing in flight and nothing to read for now: the pipe goes back to the pool.
   if (dir.pipe.r >= 0 && dir.inPipe == 0 && (dir.eof || !src.readable)) GivePipe(r, &dir.pipe, true);
   return changed ? 1 : 0;
+}
+
+// Direction d without a pipe: recv() into the loop's buffer, send() on at once. What the
+// destination does not take goes into a pipe (empty, so it all fits), and the splice path
+// carries on from there. 1 if anything changed, 0 if not, -1 if the relay failed.
+int Loop::Copy(Relay* r, int d, int* budget) {
+  Dir& dir = r->dir[d];
+  Side& src = r->side[d];
+  Side& dst = r->side[1 - d];
+  if (copyBuf_ == nullptr) copyBuf_.reset(new char[kCopyBytes]);
+  char* buf = copyBuf_.get();
+  Count(r);
+  (*budget)--;
+  ssize_t n = recv(src.fd, buf, kCopyBytes, MSG_DONTWAIT);
+  if (n == 0) {
+    dir.eof = true;  // the source's FIN, after all its bytes
+    return 1;
+  }
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      src.readable = false;
+      return 0;
+    }
+    if (errno == EINTR) return 1;
+    Fail(r, d == 0 ? kEndResetClient : kEndResetUpstream);
+    return -1;
+  }
+  // A short read emptied the socket: wait for the next edge, which any later segment brings
+  // (edge-triggered epoll queues the socket again on every arrival). Not once the peer's FIN
+  // is in: it may have come with these bytes and bring no edge of its own, so read on to the 0.
+  if (static_cast<size_t>(n) < kCopyBytes && !src.rdhup) src.readable = false;
+  // A full buffer: a bulk direction, spliced from now on.
+  if (static_cast<size_t>(n) == kCopyBytes) dir.bulk = true;
+  Count(r);
+  (*budget)--;
+  ssize_t sent = send(dst.fd, buf, static_cast<size_t>(n), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sent < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      Fail(r, d == 0 ? kEndResetUpstream : kEndResetClient);  // EPIPE, ECONNRESET...
+      return -1;
+    }
+    sent = 0;
+  }
+  if (sent > 0) {
+    dir.bytes.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+    r->moved.store(true, std::memory_order_relaxed);
+    Stats& stats = TheEngine().stats;
+    (d == 0 ? stats.bytesToServer : stats.bytesToClient).fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+  }
+  if (sent < n) {
+    dst.writable = false;  // its send buffer is full: the rest waits in a pipe for EPOLLOUT
+    Failure f;
+    if (!TakePipe(r, &dir.pipe, &f)) {
+      Fail(r, kEndAborted);
+      return -1;
+    }
+    Count(r);
+    ssize_t w = write(dir.pipe.w, buf + sent, static_cast<size_t>(n - sent));
+    if (w != n - sent) {  // an empty pipe holds at least 64 KiB: never in practice
+      Fail(r, kEndAborted);
+      return -1;
+    }
+    dir.inPipe = static_cast<uint32_t>(w);
+  }
+  return 1;
 }
 
 // The relay failed (end says which side) or was aborted: RST to the other side (both, when
