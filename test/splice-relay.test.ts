@@ -599,7 +599,7 @@ describe.skipIf(skipReason !== '')(title('splice relay specifics'), () => {
       const splices0 = ns.spliceCounters!().spliceCalls;
       await within(sendRandom(c, 2 * MiB), 5000, "send 2 MiB");
       await waitFor(() => serverPeer?.bytes === 2 * MiB, 5000, 'bytes at the server');
-      // A bulk direction (the engine's 16 KiB copy buffer filled) moves by splice.
+      // A bulk direction (the engine's 8 KiB copy buffer filled) moves by splice.
       expect(ns.spliceCounters!().spliceCalls).toBeGreaterThan(splices0);
       await waitFor(() => h.flows[0]!.toServer === 2 * MiB, 3000, 'a progress report');
       expect(h.flows[0]!.closed).toBe(0);

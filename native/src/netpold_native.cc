@@ -912,8 +912,10 @@ constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // A direction holding no pipe reads with recv() into the loop's buffer of this size and sends
 // at once: for the small messages of most connections that is one copy of a few bytes instead
 // of a pipe taken, two splices and an EAGAIN probe (a short read means the socket is empty).
-// A full buffer is a bulk direction: it takes a pipe and splices from then on.
-constexpr size_t kCopyBytes = 16384;
+// A full buffer is a bulk direction: it takes a pipe and splices from then on. 8 KiB: what the
+// destination does not take must fit in one empty pipe, and a new pipe has only 2 pages once
+// the user's pipe quota (fs.pipe-user-pages-soft) is used up.
+constexpr size_t kCopyBytes = 8192;
 constexpr int kMaxEvents = 256;
 constexpr int kPumpBudget = 64;    // splice calls per relay per turn of its loop
 constexpr size_t kPoolMax = 64;    // empty pipes kept for reuse per loop (2 fds each)
@@ -2023,14 +2025,13 @@ void InitFastRelay(Relay* r, const PendingConn& p, FastChannel* ch, uint32_t tag
 // A connection whose verdict the cache has: its relay starts here and now, with no tag until JS
 // adopts it. nullptr (JS decides it as usual) if the loop has no relay slot left.
 Relay* Loop::StartCached(PendingConn& p, FastChannel* ch, int action) {
-  Relay* r;
+  Relay* r = NewRelay();
+  if (r == nullptr) return nullptr;
+  InitFastRelay(r, p, ch, kUntracked, action);  // before it is published: progress polls read it
   {
     std::lock_guard<std::mutex> lock(mu);
-    r = relays.Take(index_);
-    if (r == nullptr) return nullptr;
     relays.Publish(r);
   }
-  InitFastRelay(r, p, ch, kUntracked, action);
   TheEngine().stats.cacheHits.fetch_add(1, std::memory_order_relaxed);
   p.relayId = r->id;
   StartConnect(r);  // a failure ends the relay (no record: JS finds it gone when adopting)
@@ -2663,7 +2664,7 @@ int Loop::Step(Relay* r, int d, int* budget) {
     if (n > 0) {
       dir.inPipe -= static_cast<uint32_t>(n);
       dir.bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      r->moved.store(true, std::memory_order_relaxed);
+      r->moved.store(true, std::memory_order_release);
       (d == 0 ? stats.bytesToServer : stats.bytesToClient).fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       changed = true;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -2774,9 +2775,12 @@ int Loop::Copy(Relay* r, int d, int* budget) {
   if (static_cast<size_t>(n) == kCopyBytes) dir.bulk = true;
   Count(r);
   (*budget)--;
-  ssize_t sent = send(dst.fd, buf, static_cast<size_t>(n), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ssize_t sent;
+  do {
+    sent = send(dst.fd, buf, static_cast<size_t>(n), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
   if (sent < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
       Fail(r, d == 0 ? kEndResetUpstream : kEndResetClient);  // EPIPE, ECONNRESET...
       return -1;
     }
@@ -2784,7 +2788,7 @@ int Loop::Copy(Relay* r, int d, int* budget) {
   }
   if (sent > 0) {
     dir.bytes.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
-    r->moved.store(true, std::memory_order_relaxed);
+    r->moved.store(true, std::memory_order_release);
     Stats& stats = TheEngine().stats;
     (d == 0 ? stats.bytesToServer : stats.bytesToClient).fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
   }
@@ -2797,7 +2801,7 @@ int Loop::Copy(Relay* r, int d, int* budget) {
     }
     Count(r);
     ssize_t w = write(dir.pipe.w, buf + sent, static_cast<size_t>(n - sent));
-    if (w != n - sent) {  // an empty pipe holds at least 64 KiB: never in practice
+    if (w != n - sent) {  // an empty pipe holds at least 2 pages (kCopyBytes): never in practice
       Fail(r, kEndAborted);
       return -1;
     }
@@ -3000,7 +3004,7 @@ void AppendProgress(std::vector<double>* out, double key, const std::atomic<uint
 
 // The same for a relay, whose loop flags bytes moved instead (Relay::moved).
 void AppendProgress(std::vector<double>* out, double key, Relay* r) {
-  if (!r->moved.exchange(false, std::memory_order_relaxed)) return;
+  if (!r->moved.exchange(false, std::memory_order_acquire)) return;
   out->push_back(key);
   out->push_back(static_cast<double>(r->dir[0].bytes.load(std::memory_order_relaxed)));
   out->push_back(static_cast<double>(r->dir[1].bytes.load(std::memory_order_relaxed)));
@@ -3518,13 +3522,14 @@ void FastTeardown(AddonData* data) {
   {
     std::lock_guard<std::mutex> lock(ch->mu);
     ch->closed = true;
+    // A connection relayed from the verdict cache is its relay's fd: AbortFast ends it below.
     for (PendingConn& p : ch->pending)
-      if (p.proto == 6) close(p.fd);
+      if (p.proto == 6 && p.relayId == 0) close(p.fd);
     ch->pending.clear();
     ch->done.clear();
   }
   for (PendingConn& p : st->slab)
-    if (p.proto == 6 && p.fd >= 0) close(p.fd);
+    if (p.proto == 6 && p.relayId == 0 && p.fd >= 0) close(p.fd);
   for (Loop* l : TheEngine().Started()) l->AbortFast(ch);
   data->fast = nullptr;  // the channel stays allocated: loops may still name it
   delete st;

@@ -272,12 +272,11 @@ export class Dataplane {
   }
 
   setSnapshot(snap: PolicySnapshot, options: { readonly auditNamespaces?: ReadonlySet<string> } = {}): void {
-    // Verdicts the engine cached under the old snapshot (or node addresses) are void from here.
     this.refreshLocalAddresses();
     this.snapshot = snap;
+    this.auditPods = auditMask(snap, options.auditNamespaces ?? new Set());
     // Verdicts the engine cached under the old snapshot (or node addresses) are void from here.
     this.renewVerdictCache();
-    this.auditPods = auditMask(snap, options.auditNamespaces ?? new Set());
     if (this.config.existingFlows === 'keep') return;
     let closed = 0;
     for (const e of this.table.all()) {
@@ -543,9 +542,10 @@ export class Dataplane {
       const tag = v[r + 2]!;
       const e = this.fastFlows[tag]!;
       e.handle = v[r + 3]!;
-      if (e.handle === 0 && p[i * FAST_PENDING_WORDS + 13] !== 0) {
-        // Relayed from the cache and over before we got to it (its upstream failed, or the
-        // client was quick): nothing to track, and no completion follows.
+      if (e.handle === 0) {
+        // Nothing runs for it, and no completion follows: relayed from the cache and over before
+        // we got to it (its upstream failed, or the client was quick), or (never in practice)
+        // the engine had no relay slot left and reset it.
         this.fastFlows[tag] = undefined;
         this.fastFreeTags.push(tag);
         this.fastLive--;
@@ -553,6 +553,10 @@ export class Dataplane {
         e.state = 'closed';
         this.table.remove(e);
       }
+    }
+    if (this.fastLive === 0 && this.fastTicker !== undefined) {
+      clearInterval(this.fastTicker);
+      this.fastTicker = undefined;
     }
     if (this.fastTicker === undefined && this.fastLive > 0) {
       this.fastTicker = setInterval(() => this.tickFast(), SPLICE_PROGRESS_MS);
