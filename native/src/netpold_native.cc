@@ -1168,7 +1168,6 @@ class RelaySlab {
   // The published relays. Unpublishing reorders this: copy it first to end relays while
   // walking it (as kAbortChannel does).
   const std::vector<Relay*>& Live() const { return live_; }
-  size_t live() const { return live_.size(); }
 
  private:
   static constexpr uint32_t kChunk = 256;
