@@ -434,6 +434,25 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
       }
       expect(ended).toBe(0); // never adopted: no completion
 
+      // A cached relay that is over before the caller's verdict (its upstream refused here) is
+      // adopted all the same, and its completion follows with the caller's tag: the caller
+      // counts its bytes and how it ended like any other relay's.
+      const c5 = await h.connectClient(CLIENT);
+      const [r5, up5] = await h.takePending(2);
+      expect(r5![13]).toBe(2);
+      const relayId5 = r5![14]! + r5![15]! * 2 ** 32;
+      expect(up5![2]).toBe(LOOPBACK);
+      verdicts.set([up5![0]!, 0, 0, 0]);
+      fast.verdicts(verdicts, 1);
+      expect(await within(c5.closed, 5000, 'the fifth client to be reset')).toBe('ECONNRESET');
+      expect(fast.takeDone(done)).toBe(0); // nothing yet: the relay has no tag to report under
+      verdicts.set([r5![0]!, 2, 15, 0]);
+      fast.verdicts(verdicts, 1, gen);
+      expect(verdicts[3]).toBe(relayId5);
+      expect(await h.takeDone()).toBe(1);
+      expect([done[0], done[1]]).toEqual([15, 2]); // reset-upstream
+      expect(fast.abort(relayId5)).toBe(false);
+
       // After invalidate(), the same connection goes to the caller again.
       fast.invalidate();
       const c4 = await h.connectClient(CLIENT);

@@ -1386,13 +1386,35 @@ class Loop {
     std::lock_guard<std::mutex> lock(mu);
     relays.Give(r);
   }
-  // A relay started from the verdict cache gets JS's tag (any thread): false if it ended first.
+  // A relay started from the verdict cache gets JS's tag (any thread). One that ended first is
+  // adopted all the same: its completion (kept by Close) goes to JS now, with the tag, so JS
+  // counts its bytes and how it ended like any other. False only if the id names neither.
   bool Adopt(uint64_t id, uint32_t tag) {
-    std::lock_guard<std::mutex> lock(mu);
-    Relay* r = relays.Find(id);
-    if (r == nullptr) return false;
-    r->tag = tag;  // Deliver reads it after Close unpublished the relay under mu
+    FastDone d{};
+    FastChannel* ch = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      Relay* r = relays.Find(id);
+      if (r != nullptr) {
+        r->tag = tag;  // Deliver reads it after Close unpublished the relay under mu
+        return true;
+      }
+      if (!TakeUnadoptedLocked(id, &d, &ch)) return false;
+    }
+    d.tag = tag;
+    std::lock_guard<std::mutex> lock(ch->mu);
+    if (!ch->closed) {
+      ch->done.push_back(d);
+      ch->NotifyLocked();
+    }
     return true;
+  }
+  // JS refused or denied a cached relay that has ended already: nothing left to abort but the
+  // completion it kept (under mu).
+  void ForgetUnadoptedLocked(uint64_t id) {
+    FastDone d{};
+    FastChannel* ch = nullptr;
+    TakeUnadoptedLocked(id, &d, &ch);
   }
 
   int index() const { return index_; }
@@ -1409,6 +1431,27 @@ class Loop {
   std::unordered_map<uint64_t, UdpFlow*> udps;  // by id, under mu (aborts, progress)
 
  private:
+  // Completions of relays started from the verdict cache that ended before JS adopted them,
+  // under mu. JS decides every connection it was handed, so each entry is taken by Adopt or
+  // Abort (a few at a time, in practice none); kAbortFast drops a closing channel's.
+  struct Unadopted {
+    uint64_t id;
+    FastChannel* ch;
+    FastDone done;
+  };
+  std::vector<Unadopted> unadopted_;
+  bool TakeUnadoptedLocked(uint64_t id, FastDone* out, FastChannel** ch) {
+    for (size_t i = 0; i < unadopted_.size(); i++) {
+      if (unadopted_[i].id != id) continue;
+      *out = unadopted_[i].done;
+      *ch = unadopted_[i].ch;
+      unadopted_[i] = unadopted_.back();
+      unadopted_.pop_back();
+      return true;
+    }
+    return false;
+  }
+
   void PostLocked(const Cmd& c);
   void Run();
   void RunCommands();
@@ -1581,8 +1624,8 @@ void Loop::GivePipe(Relay* r, Pipe* p, bool empty) {
 
 void Deliver(Relay* r, int end) {
   if (r->fast != nullptr) {
-    // Started from the verdict cache and ended before JS adopted it: JS learns that from the
-    // adoption (fastVerdicts), not from a record.
+    // Started from the verdict cache and ended before JS adopted it: Close kept its completion
+    // for the adoption (fastVerdicts).
     if (r->tag == kUntracked) return;
     FastChannel* ch = r->fast;
     std::lock_guard<std::mutex> lock(ch->mu);
@@ -1658,6 +1701,7 @@ void Loop::Abort(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu);
   Relay* r = relays.Find(id);
   if (r == nullptr) {
+    ForgetUnadoptedLocked(id);
     if (udps.count(id) != 0) {  // a UDP flow of the fast path
       Cmd c{kUdpAbort, nullptr, id, nullptr};
       PostLocked(c);
@@ -1878,6 +1922,17 @@ void Loop::RunCommands() {
       for (Relay* r : mine)
         if (!r->finished) Fail(r, kEndAborted);
       if (c.kind == kAbortFast) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          for (size_t i = 0; i < unadopted_.size();) {
+            if (unadopted_[i].ch != c.fast) {
+              i++;
+              continue;
+            }
+            unadopted_[i] = unadopted_.back();
+            unadopted_.pop_back();
+          }
+        }
         std::vector<UdpFlow*> flows;
         for (auto& kv : udpByKey_)
           if (kv.second->fast == c.fast) flows.push_back(kv.second);
@@ -2830,6 +2885,12 @@ void Loop::Close(Relay* r, int end) {
     // spliceProgress) may use its fds until then.
     std::lock_guard<std::mutex> lock(mu);
     relays.Unpublish(r);
+    // Not adopted yet (tag is set under mu): keep its completion for the adoption. Its byte
+    // totals are final (only this thread moves them).
+    if (r->fast != nullptr && r->tag == kUntracked)
+      unadopted_.push_back(Unadopted{r->id, r->fast,
+                                     FastDone{kUntracked, end, r->error, r->dir[0].bytes.load(std::memory_order_relaxed),
+                                              r->dir[1].bytes.load(std::memory_order_relaxed), r->syscalls}});
   }
   for (Side& s : r->side) {
     // An exclusive fd leaves the epoll set by itself when closed; a dup does not (see above).
@@ -3112,8 +3173,8 @@ Napi::Value SpliceStats(const Napi::CallbackInfo& info) {
 //       plain from the node (the destination is the node itself); UDP also 3: deny (remembered).
 //       tag: the caller's name for the flow, given back in its completion. id is written back
 //       (relays: the relay id for fastAbort; 0 otherwise). A record of a cached connection
-//       adopts its relay when the action is the cached one (id: the relay's; 0 if it ended
-//       already, and no completion follows), else aborts it. generation: fastInvalidate()'s
+//       adopts its relay when the action is the cached one (id: the relay's; if it ended
+//       already, its completion follows all the same), else aborts it. generation: fastInvalidate()'s
 //       value the verdicts were decided at; relay verdicts are cached with it (0: not cached).
 //   fastInvalidate() -> generation
 //       Every cached verdict is forgotten (a new generation, returned): call it before deciding
@@ -3392,8 +3453,8 @@ Napi::Value FastVerdicts(const Napi::CallbackInfo& info) {
     }
     if (p.relayId != 0) {
       // Relayed from the verdict cache already: JS's own verdict adopts it (out: its id), or
-      // aborts it when it differs (out: 0; a bump of the generation raced the lookup). Out 0
-      // after a relay verdict: it ended before JS got to it (no record follows).
+      // aborts it when it differs (out: 0; a bump of the generation raced the lookup). One that
+      // ended before JS got to it is adopted too: its kept completion follows.
       Loop* cl = eng.LoopAt(p.loop, &err);
       if (cl == nullptr) continue;
       if (action == p.cachedAction && cl->Adopt(p.relayId, static_cast<uint32_t>(rec[2]))) {

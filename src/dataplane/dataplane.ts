@@ -543,9 +543,9 @@ export class Dataplane {
       const e = this.fastFlows[tag]!;
       e.handle = v[r + 3]!;
       if (e.handle === 0) {
-        // Nothing runs for it, and no completion follows: relayed from the cache and over before
-        // we got to it (its upstream failed, or the client was quick), or (never in practice)
-        // the engine had no relay slot left and reset it.
+        // Nothing runs for it, and no completion follows: (never in practice) the engine had no
+        // relay slot left and reset it. (A relay from the verdict cache that ended before this
+        // verdict is adopted all the same; its completion follows.)
         this.fastFlows[tag] = undefined;
         this.fastFreeTags.push(tag);
         this.fastLive--;

@@ -292,7 +292,8 @@ export interface FastTcpPath {
   /**
    * n records [slot, action (FastAction), tag, id←] (the relay id is written back for relays).
    * For a cached connection, the action adopts its relay when it is the cached one (id←: the
-   * relay's, or 0 if it ended already: no completion follows), else aborts it (id← 0).
+   * relay's; one that ended already is adopted too, and its completion follows), else aborts it
+   * (id← 0).
    * `generation` (from invalidate()): relay verdicts are cached with it; 0 or absent: not cached.
    */
   verdicts(buf: Float64Array, n: number, generation?: number): void;
