@@ -369,13 +369,72 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
   });
 });
 
+describe.skipIf(skip)('agent and other software marking packets', () => {
+  it('traffic another component marked with its own bit (kube-proxy masquerade, 0x4000) is forwarded as before, and pod traffic carrying that bit is still enforced; an agent given that bit as --fwmark breaks the forwarded traffic', async () => {
+    // A pod on another node (the lab gives it a namespace behind this node, like a remote pod
+    // reached through it): its traffic passes this node without being redirected.
+    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
+    writeFileSync(
+      join(dir, 'remote.yaml'),
+      `apiVersion: v1
+kind: Namespace
+metadata: {name: remote}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: remote, labels: {app: web}}
+spec:
+  nodeName: node-b
+  containers: [{name: web, ports: [{containerPort: 8080}]}]
+status: {podIP: 198.18.9.10, podIPs: [{ip: 198.18.9.10}]}
+`,
+    );
+    const manifests = [join(root, 'examples/demo'), dir];
+    const lab = await Lab.up({ id: id(), manifests, nodeName: 'node-a', ports: [8080] });
+    let agent: AgentProcess | undefined;
+    try {
+      // What kube-proxy does to traffic it will masquerade (KUBE-MARK-MASQ: NodePort traffic,
+      // --masquerade-all): bit 14 OR-ed into the mark in prerouting, before our chain.
+      const kp = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], {
+        input: 'table ip kpsim {\n  chain pre {\n    type filter hook prerouting priority dstnat - 5; policy accept;\n    meta mark set meta mark | 0x4000\n  }\n}\n',
+      });
+      expect(kp.stderr).toBe('');
+      expect(kp.code).toBe(0);
+      const args = ['--manifests', ...manifests, '--node-name', 'node-a'];
+      agent = AgentProcess.start(lab.nodeNamespace, args);
+      await agent.waitFor((l) => l.msg === 'ready');
+      expect((await lab.probe('198.19.0.7', 'remote/web', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
+      expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
+      expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('reset');
+      expect(await agent.stop()).toBe(0);
+
+      // The same bit as ours: the marked traffic for the remote pod is routed to the node's
+      // local stack, where nothing listens (the reason for the default bit and the warning).
+      agent = AgentProcess.start(lab.nodeNamespace, [...args, '--fwmark', '0x4000']);
+      const warned = await agent.waitFor((l) => l.msg.includes('shares bits 0x4000 with kube-proxy'));
+      expect(warned.level).toBe('warn');
+      await agent.waitFor((l) => l.msg === 'ready');
+      expect((await lab.probe('198.19.0.7', 'remote/web', 8080, 'TCP', { timeoutMs: 1500 })).result).not.toBe('connected');
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+      // Without the agent, forwarded as before.
+      expect((await lab.probe('198.19.0.7', 'remote/web', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
+    } finally {
+      await agent?.stop();
+      await lab.down();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
+
 describe.skipIf(skip)('agent fails closed', () => {
   it('refuses every flow while no state could be read, and cleans up a crashed run on start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
     const lab = await Lab.up({ id: id(), manifests: [join(root, 'examples/demo')], nodeName: 'node-a', ports: [8080] });
     let agent: AgentProcess | undefined;
     try {
-      // Leftovers of a "crashed" run: our table and rule already there.
+      // Leftovers of a "crashed" run: our table, and a rule as an earlier version made it (mark
+      // 0x4000, its default then), already there.
       await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], { input: 'table inet netpold { chain x { type filter hook prerouting priority 0; } }' });
       await lab.exec(lab.nodeNamespace, ['ip', 'rule', 'add', 'fwmark', '0x4000/0x4000', 'lookup', '4242', 'priority', '4242']);
       writeFileSync(join(dir, 'broken.yaml'), 'kind: [');

@@ -48,7 +48,7 @@ describe('agent configuration', () => {
       maxEventLoopLagMs: 2000,
       logLevel: 'info',
       dataplane: { port: 15001, flowTableSize: 65536, udpIdleMs: 30000, connectTimeoutMs: 10000, existingFlows: 'revalidate', families: [4, 6], mode: 'enforce', verdictCacheSize: 4096 },
-      interception: { table: 'netpold', mark: 0x4000, routeTable: 4242, rulePriority: 4242, port: 15001 },
+      interception: { table: 'netpold', mark: 0x2000, routeTable: 4242, rulePriority: 4242, port: 15001 },
     });
     expect(c.origins['port']).toBe('default');
   });
@@ -130,6 +130,20 @@ describe('agent configuration', () => {
   it('unknown NETPOLD_* variables are warnings, not errors (NETPOLD_DEBUG is known)', () => {
     const c = load({ manifests: ['/m'] }, { NETPOLD_FLOW_LOGG: 'x', NETPOLD_DEBUG: '1' });
     expect(c.warnings).toEqual([expect.stringContaining('NETPOLD_FLOW_LOGG is not a netpold setting (did you mean NETPOLD_FLOW_LOG?)')]);
+  });
+
+  it.each([
+    [0x4000, ['0x4000 with kube-proxy and kubelet (masquerade bit 14']],
+    [0xc000, ['0x4000 with kube-proxy and kubelet (masquerade bit 14', '0x8000 with kube-proxy and kubelet (drop bit 15']],
+    [0x10000, ['0x10000 with Calico']],
+    [0x200, ['0x200 with Cilium']],
+    [0x2000, []],
+    [0x1, []],
+  ])('--fwmark 0x%s: a warning for each known owner of its bits, the mark kept', (mark, expected) => {
+    const c = load({ manifests: ['/m'], fwmark: `0x${mark.toString(16)}` });
+    expect(c.interception.mark).toBe(mark);
+    expect(c.warnings.length).toBe(expected.length);
+    expected.forEach((w, i) => expect(c.warnings[i]).toContain(`--fwmark 0x${mark.toString(16)} shares bits ${w}`));
   });
 
   it('metrics addresses: IPv4, bracketed and bare IPv6 (as $(POD_IP):9464 gives it), port 0', () => {

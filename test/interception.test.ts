@@ -43,6 +43,10 @@ describe('interception ruleset', () => {
     }
     // The transparent-socket return path comes before any redirect.
     expect(r.indexOf('socket transparent 1')).toBeLessThan(r.indexOf('tproxy'));
+    // The mark bit is OR-ed in wherever it is set: other software's bits stay.
+    const sets = r.match(/meta mark set [^\n]*?(?= accept)/g) ?? [];
+    expect(sets.length).toBe(9); // the return path and 8 redirects
+    for (const m of sets) expect(m).toBe('meta mark set meta mark | 0x2000');
     // Loading the text replaces the table atomically.
     expect(r.startsWith('table inet netpold\ndelete table inet netpold\n')).toBe(true);
   });
@@ -59,9 +63,9 @@ describe('interception ruleset', () => {
     expect(rec.calls.slice(firstInstall)).toEqual([
       'nft -f -',
       'nft -f -',
-      'ip -4 rule add fwmark 0x4000/0x4000 lookup 4242 priority 4242',
+      'ip -4 rule add fwmark 0x2000/0x2000 lookup 4242 priority 4242',
       'ip -4 route add local 0.0.0.0/0 dev lo table 4242',
-      'ip -6 rule add fwmark 0x4000/0x4000 lookup 4242 priority 4242',
+      'ip -6 rule add fwmark 0x2000/0x2000 lookup 4242 priority 4242',
       'ip -6 route add local ::/0 dev lo table 4242',
     ]);
     expect(rec.inputs[0]).toMatch(/fib daddr type local return/);
@@ -69,6 +73,14 @@ describe('interception ruleset', () => {
     expect(i.isInstalled).toBe(true);
     await i.updatePods(pods);
     expect(rec.inputs[2]).toContain('198.18.1.20');
+  });
+
+  it('teardown removes our ip rule by priority and table, whatever mark an earlier run gave it', async () => {
+    const rec = recorder('');
+    await new Interception({ ...DEFAULT_INTERCEPTION, mark: 0x10 }, rec.run).teardown();
+    expect(rec.calls).toContain('ip -4 rule del lookup 4242 priority 4242');
+    expect(rec.calls).toContain('ip -6 rule del lookup 4242 priority 4242');
+    expect(rec.calls.some((c) => c.includes('fwmark') && c.includes(' del '))).toBe(false);
   });
 
   it('a failing command is reported with its code and stderr', async () => {

@@ -6,7 +6,7 @@ import { isAbsolute } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { DEFAULT_AGENT_SOCKET } from '../agent/explain-socket.js';
 import type { DataplaneConfig } from '../dataplane/dataplane.js';
-import { DEFAULT_INTERCEPTION, type InterceptionConfig } from '../dataplane/interception.js';
+import { DEFAULT_INTERCEPTION, KNOWN_MARK_BITS, type InterceptionConfig } from '../dataplane/interception.js';
 import { NetpoldError } from '../errors.js';
 import type { KubeConnection } from '../source/k8s/config.js';
 import type { Environment } from './env.js';
@@ -30,7 +30,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flow-table-size', kind: 'int', arg: '<n>', min: 1, max: 10_000_000, default: 65536, description: 'maximum tracked flows; when full, idle flows are evicted, else new flows refused' },
   { name: 'udp-idle-ms', kind: 'int', arg: '<n>', min: 100, max: 3_600_000, default: 30000, description: 'a UDP flow without datagrams for this long is closed' },
   { name: 'connect-timeout-ms', kind: 'int', arg: '<n>', min: 100, max: 120_000, default: 10000, description: 'upstream TCP connect timeout' },
-  { name: 'fwmark', kind: 'int', arg: '<n>', min: 1, max: 0xffffffff, default: `0x${DEFAULT_INTERCEPTION.mark.toString(16)}`, description: 'firewall mark of redirected and returning packets' },
+  { name: 'fwmark', kind: 'int', arg: '<n>', min: 1, max: 0xffffffff, default: `0x${DEFAULT_INTERCEPTION.mark.toString(16)}`, description: 'firewall mark bit(s) OR-ed into redirected and returning packets (pick bits no other node software uses)' },
   { name: 'route-table', kind: 'int', arg: '<n>', min: 1, max: 0xfffffff0, default: DEFAULT_INTERCEPTION.routeTable, description: 'routing table (and ip rule priority) for the marked packets' },
   { name: 'table', kind: 'string', arg: '<name>', default: DEFAULT_INTERCEPTION.table, description: 'nftables table (family inet) owned by the agent' },
   { name: 'ipv6', kind: 'bool', negatable: true, default: true, description: 'do not listen on IPv6' },
@@ -159,6 +159,17 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
   }
   const port = get<number>('port')!;
   const routeTable = get<number>('route-table')!;
+  const fwmark = Number(get('fwmark'));
+  const warnings = [...r.warnings];
+  // Allowed (the operator may know the node has none of these), but said at every start: a bit
+  // another component sets routes that component's traffic to the agent's local route.
+  for (const k of KNOWN_MARK_BITS) {
+    if ((fwmark & k.mask) !== 0) {
+      warnings.push(
+        `${where('fwmark')} 0x${fwmark.toString(16)} shares bits 0x${((fwmark & k.mask) >>> 0).toString(16)} with ${k.owner}: packets that software marks would be routed to the agent; pick a free bit such as the default 0x${DEFAULT_INTERCEPTION.mark.toString(16)}`,
+      );
+    }
+  }
   const config: AgentConfig = {
     source:
       kubeconfig !== undefined
@@ -181,7 +192,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
       ...(get<number>('relay-threads')! > 0 ? { relayThreads: get<number>('relay-threads')! } : {}),
       verdictCacheSize: verdictCache!,
     },
-    interception: { ...DEFAULT_INTERCEPTION, port, mark: Number(get('fwmark')), routeTable, rulePriority: routeTable, table: table! },
+    interception: { ...DEFAULT_INTERCEPTION, port, mark: fwmark, routeTable, rulePriority: routeTable, table: table! },
     logLevel: get<'debug' | 'info' | 'warn' | 'error'>('log-level')!,
     metrics,
     maxEventLoopLagMs: get<number>('max-event-loop-lag-ms')!,
@@ -193,7 +204,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
     shutdownGraceMs: get<number>('shutdown-grace-ms')!,
     configFile,
     origins: r.origins,
-    warnings: r.warnings,
+    warnings,
   };
   return deepFreeze(config);
 }

@@ -10,7 +10,10 @@ import { NetpoldError } from '../errors.js';
 export interface InterceptionConfig {
   /** nftables table (family inet) owned by the agent. */
   readonly table: string;
-  /** Firewall mark for redirected and returning packets (a single bit is best). */
+  /**
+   * Firewall mark bit(s) for redirected and returning packets: OR-ed into the packet's mark and
+   * matched under itself as the mask, so other software's bits pass through untouched.
+   */
   readonly mark: number;
   /** Routing table holding `local default dev lo`. */
   readonly routeTable: number;
@@ -20,9 +23,23 @@ export interface InterceptionConfig {
   readonly port: number;
 }
 
+/**
+ * Packet-mark bits other node software is known to set or match (the public fwmark registry and
+ * the projects' own documentation). The mark bit picks the route to the agent: a bit another
+ * component sets on traffic we do not redirect sends that traffic to the local stack instead of
+ * on its way (kube-proxy's masquerade bit on NodePort traffic to a remote pod: reset). Our
+ * default, bit 13 (0x2000), is none of them and not in Istio's whole-mark value 0x1337 either.
+ */
+export const KNOWN_MARK_BITS: readonly { readonly mask: number; readonly owner: string }[] = [
+  { mask: 0x0000_4000, owner: 'kube-proxy and kubelet (masquerade bit 14, KUBE-MARK-MASQ)' },
+  { mask: 0x0000_8000, owner: 'kube-proxy and kubelet (drop bit 15, KUBE-MARK-DROP)' },
+  { mask: 0x0000_0f00, owner: 'Cilium (bits 8-11)' },
+  { mask: 0xffff_0000, owner: 'Calico (its default IptablesMarkMask, bits 16-31)' },
+];
+
 export const DEFAULT_INTERCEPTION: InterceptionConfig = {
   table: 'netpold',
-  mark: 0x4000,
+  mark: 0x2000,
   routeTable: 4242,
   rulePriority: 4242,
   port: 15001,
@@ -59,7 +76,9 @@ const EVERYTHING: PodAddresses = { v4: ['0.0.0.0/0'], v6: ['::/0'] };
  * node stays reachable (kubelet, SSH) while it has no policy yet.
  */
 export function renderRuleset(c: InterceptionConfig, pods: PodAddresses | undefined): string {
-  const mark = `0x${c.mark.toString(16)}`;
+  // OR-ed in, never set whole: bits other software put on the packet earlier (Calico's,
+  // kube-proxy's) stay for the chains and routing after ours.
+  const mark = `meta mark | 0x${c.mark.toString(16)}`;
   const set = pods ?? EVERYTHING;
   const v4 = set.v4.length ? `\n    elements = { ${set.v4.join(', ')} }` : '';
   const v6 = set.v6.length ? `\n    elements = { ${set.v6.join(', ')} }` : '';
@@ -162,7 +181,6 @@ export class Interception {
   async teardown(): Promise<string[]> {
     const c = this.config;
     const problems: string[] = [];
-    const mark = `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
     const list = await this.run('nft', ['list', 'tables', 'inet']);
     for (const table of [c.table, this.sctpTable]) {
       if (list.code === 0 && new RegExp(`^table inet ${table}$`, 'm').test(list.stdout)) {
@@ -171,9 +189,11 @@ export class Interception {
       }
     }
     for (const fam of ['-4', '-6']) {
+      // By priority and table, whatever its mark: an earlier run with another --fwmark (or an
+      // earlier version's default, 0x4000) left a rule that would route that bit to us.
       // Bounded: at most a few duplicates can exist.
       for (let i = 0; i < 8; i++) {
-        const r = await this.run('ip', [fam, 'rule', 'del', 'fwmark', mark, 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
+        const r = await this.run('ip', [fam, 'rule', 'del', 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
         if (r.code !== 0) break;
       }
       await this.run('ip', [fam, 'route', 'flush', 'table', String(c.routeTable)]);
