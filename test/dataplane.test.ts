@@ -596,6 +596,19 @@ function egressDenySnapshot(revision: number): PolicySnapshot {
   );
 }
 
+describe('Dataplane: the node it runs on', () => {
+  it.each([
+    [{ lo: [{ address: '127.0.0.1' }], eth0: [{ address: '198.18.255.1' }] }, 0],
+    [{ lo: [{ address: '127.0.0.1' }], 'kube-ipvs0': [{ address: '198.18.200.1' }] }, 1],
+  ])('kube-proxy in IPVS mode (kube-ipvs0) is reported once at error level, not on every snapshot: %j', async (ifaces, expected) => {
+    const { dp: d } = await setup({}, allowSnapshot(1), { localAddresses: () => ifaces });
+    d.setSnapshot(allowSnapshot(2));
+    const lines = log.lines.filter((l) => l.fields.code === 'NETPOLD_E_UNSUPPORTED_NODE');
+    expect(lines.length).toBe(expected);
+    if (expected) expect(lines[0]).toMatchObject({ level: 'error', fields: { interface: 'kube-ipvs0' } });
+  });
+});
+
 describe('Dataplane: the flow log', () => {
   it('logs every denied flow and samples allowed ones (rate 1: all), naming the policy and rule that allowed it', async () => {
     const { fake: f } = await setup({}, allowSnapshot(4), {}, { sampleRate: 1 });

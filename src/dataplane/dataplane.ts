@@ -66,6 +66,9 @@ export interface DataplaneConfig {
   readonly verdictCacheSize?: number;
 }
 
+/** The dummy interface kube-proxy's IPVS mode puts every Service address on. */
+const IPVS_INTERFACE = 'kube-ipvs0';
+
 /** Optional collaborators: the decision-latency observer and the flow log. */
 export interface DataplaneHooks {
   /** The node's own addresses (default: os.networkInterfaces()); tests substitute their own. */
@@ -144,6 +147,7 @@ export class Dataplane {
   private readonly auditedFlows = new WeakSet<FlowEntry>();
   // Scratch reused by every decision: the hot path allocates no key or result per packet.
   private localAddrs = new Set<string>();
+  private ipvsReported = false;
   /** The same addresses as numbers, for the fast path (value 1 = local). */
   private localTable = new AddrTable(4);
   // The TCP fast path (relay 'splice' with the real addon): see startFast().
@@ -258,8 +262,20 @@ export class Dataplane {
    */
   private refreshLocalAddresses(): void {
     const next = new Set<string>();
-    for (const list of Object.values((this.hooks.localAddresses ?? networkInterfaces)() ?? {})) {
+    const interfaces = (this.hooks.localAddresses ?? networkInterfaces)() ?? {};
+    for (const list of Object.values(interfaces)) {
       for (const a of list ?? []) next.add(a.address);
+    }
+    if (interfaces[IPVS_INTERFACE] !== undefined && !this.ipvsReported) {
+      // IPVS translates a Service address in the input hook, after our prerouting redirect: a
+      // pod's connection to a ClusterIP is taken by IPVS (or, when it reaches us, decided on the
+      // Service address, a local address of the node, and relayed from the node's address).
+      // Neither enforces policy; said once per start, loudly.
+      this.ipvsReported = true;
+      this.log.error(
+        { interface: IPVS_INTERFACE, code: 'NETPOLD_E_UNSUPPORTED_NODE' },
+        'kube-proxy runs in IPVS mode on this node (interface kube-ipvs0): Service traffic is translated after interception and is not enforced; run kube-proxy in iptables or nftables mode',
+      );
     }
     this.localAddrs = next;
     const table = new AddrTable(next.size + 1);
