@@ -371,6 +371,19 @@ describe('FlowTable: stats', () => {
 });
 
 describe('FlowTable: capacity', () => {
+  it.each([1000, 65_536])('allocates up front what allocatedBytes says (%i slots): ArrayBuffers exactly, the entries array in the heap', (capacity) => {
+    const before = process.memoryUsage();
+    const t = new FlowTable(capacity, 1000);
+    const after = process.memoryUsage();
+    const a = t.allocatedBytes;
+    expect(after.arrayBuffers - before.arrayBuffers).toBe(a.arrayBuffers);
+    // 64-byte records, and a chain, a free-list and at least one bucket word per slot.
+    expect(a.arrayBuffers).toBeGreaterThanOrEqual(capacity * (64 + 12));
+    expect(a.arrayBuffers).toBeLessThanOrEqual(capacity * (64 + 16) + 4096);
+    expect(a.entries).toBe(capacity * 8);
+    if (capacity >= 65_536) expect(after.heapUsed - before.heapUsed).toBeGreaterThanOrEqual(a.entries); // small ones may fit in the young space already counted
+  });
+
   function full(capacity: number, idleMs: number, times: readonly number[]) {
     const t = new FlowTable(capacity, idleMs);
     const closes: string[][] = [];

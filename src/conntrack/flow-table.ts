@@ -266,6 +266,21 @@ export class FlowTable {
   }
 
   /**
+   * What the table allocates up front for its `capacity` slots, whether used or not: its
+   * ArrayBuffers (records, chains, buckets, free list, the first block for removed entries'
+   * copies) and the entries array (one pointer a
+   * slot: 8 bytes, as Node 20's V8 runs without pointer compression). A flow's own objects come
+   * on top (see the top of this file); the memory benchmark adds this per slot to what it
+   * measures per flow, since its baseline already holds the table.
+   */
+  get allocatedBytes(): { arrayBuffers: number; entries: number } {
+    return {
+      arrayBuffers: this.recs.u32.byteLength + this.next.byteLength + this.buckets.byteLength + this.free.byteLength + REMOVED_BLOCK * U32_PER_REC * 4,
+      entries: this.capacity * 8,
+    };
+  }
+
+  /**
    * Hash of a 5-tuple: `ports` is src << 16 | dst, `meta` proto | family << 8 (no state), the
    * addresses src = w[o..o+3], dst = w[d..d+3].
    */
