@@ -435,7 +435,11 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
     check();
     const clientNs = lab.podNamespace(`${CLIENT.namespace}/${CLIENT.name}`);
     const serverNs = lab.podNamespace(`${SERVER.namespace}/${SERVER.name}`);
+    // The node's range too: the agent's upstream connections take their ports from it (each
+    // holding it in TIME_WAIT after closing first, as the client does its own); unused in the
+    // other modes.
     await sysctls(clientNs, { 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
+    await sysctls(lab.nodeNamespace, { 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
     let agentPid: number | undefined;
     if (mode === 'kernel') {
       const r = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], { input: ctx.nft, timeoutMs: NFT_LOAD_TIMEOUT_MS });

@@ -529,16 +529,18 @@ export async function runMemoryBench(cfg: MemoryBenchConfig, opts: MemoryBenchOp
     const nodeNs = lab.nodeNamespace;
     const clientNs = lab.podNamespace(`${CLIENT.namespace}/${CLIENT.name}`);
     const serverNs = lab.podNamespace(`${SERVER.namespace}/${SERVER.name}`);
-    // Two sysctls, both in namespaces this benchmark created: the client's ephemeral ports (more
-    // 4-tuples per server port), and in the node the time conntrack keeps a closed TCP flow
-    // (TIME_WAIT, 120 s by default) down to 10 s. The soak opens ~5,000 connections a second;
-    // each leaves a conntrack entry in the node (the agent's upstream connection shares the
-    // client's, as it keeps its 4-tuple), and the node's table (262,144 entries, not resizable
-    // from inside a namespace) would be full within a minute: new SYNs dropped, for kernel
-    // forwarding as for the agent, so the soak would measure conntrack, not the agent. Seen
-    // before this was set: "nf_conntrack: table full" and hold bursts timing out.
+    // Sysctls, all in namespaces this benchmark created: the ephemeral ports of the client and
+    // of the node (more 4-tuples per server port; the agent's upstream connections take their
+    // ports from the node's range and, closing first, hold them in TIME_WAIT as the client does
+    // its own), and in the node the time conntrack keeps a closed TCP flow (TIME_WAIT, 120 s by
+    // default) down to 10 s. The soak opens ~5,000 connections a second; each leaves conntrack
+    // entries in the node (the client's leg and the agent's upstream leg), and the node's
+    // table (262,144 entries, not resizable from inside a namespace) would be full within a
+    // minute: new SYNs dropped, for kernel forwarding as for the agent, so the soak would
+    // measure conntrack, not the agent. Seen before this was set: "nf_conntrack: table full"
+    // and hold bursts timing out.
     await sysctls(clientNs, { 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
-    await sysctls(nodeNs, { 'net.netfilter.nf_conntrack_tcp_timeout_time_wait': 10 });
+    await sysctls(nodeNs, { 'net.netfilter.nf_conntrack_tcp_timeout_time_wait': 10, 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
     const sysctlsFound = await readSysctls(lab, { node: nodeNs, client: clientNs, server: serverNs });
 
     const flowTableSize = Math.max(262_144, 2 ** Math.ceil(Math.log2(cfg.flows * 2)));

@@ -68,7 +68,11 @@ function nodeModel() {
       return { code: 0, stdout: '', stderr: '' };
     }
     if (cmd === 'ip' && args[1] === 'rule' && args[2] === 'del') {
-      const i = rules.indexOf(`${args[0]} ${args.slice(3).join(' ')}`);
+      // As the kernel matches a deletion: the first rule of the family having every attribute
+      // given (attributes not given match anything).
+      const pairs = (text: string) => new Set(text.split(' ').slice(1).reduce<string[]>((acc, w, i, all) => (i % 2 === 0 ? [...acc, `${w} ${all[i + 1]}`] : acc), []));
+      const want = pairs(`${args[0]} ${args.slice(3).join(' ')}`);
+      const i = rules.findIndex((r) => r.startsWith(`${args[0]} `) && [...want].every((p) => pairs(r).has(p)));
       if (i < 0) return { code: 2, stdout: '', stderr: 'RTNETLINK answers: No such file or directory' };
       rules.splice(i, 1);
       return { code: 0, stdout: '', stderr: '' };
@@ -208,7 +212,7 @@ describe('shutdown', () => {
       const starting = h.agent.start();
       await waitFor(() => h.agent.phase === 'fail_closed', 'the fail-closed phase');
       expect([...h.node.tables].sort()).toEqual(['netpold', 'netpold_sctp']);
-      expect(h.node.rules).toHaveLength(2);
+      expect(h.node.rules).toHaveLength(3); // the fwmark rule per family, the IPv4 reverse-path rule
       expect(h.node.routes).toHaveLength(2);
       h.source.push(state);
       await starting;
@@ -257,7 +261,7 @@ describe('shutdown', () => {
     const next = new Interception(DEFAULT_INTERCEPTION, node.run);
     await next.setup();
     expect([...node.tables].sort()).toEqual(['netpold', 'netpold_sctp']);
-    expect(node.rules).toHaveLength(2); // one per family: the leftovers were removed, not duplicated
+    expect(node.rules).toHaveLength(3); // as one start makes them: the leftovers were removed, not duplicated
     expect(node.routes).toHaveLength(2);
     await next.teardown();
     expect(node.tables.size + node.rules.length + node.routes.length).toBe(0);

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeMatrix } from '../src/cli/matrix.js';
 import { nativeAddonPath } from '../src/dataplane/native.js';
 import { Lab } from '../src/lab/lab.js';
-import { labRequirementsMissing } from '../src/lab/sys.js';
+import { labRequirementsMissing, sysctls } from '../src/lab/sys.js';
 import { compile } from '../src/policy/compile.js';
 import { loadManifestPaths } from '../src/source/files/load.js';
 import type { ClusterState, Protocol } from '../src/model/types.js';
@@ -360,6 +360,7 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
     expect(tables.stdout).not.toMatch(/netpold/);
     const rules = await lab.exec(lab.nodeNamespace, ['ip', 'rule']);
     expect(rules.stdout).not.toMatch(/lookup 4242/);
+    expect(rules.stdout).not.toMatch(/fwmark/); // the reverse-path rule (lookup main) too
     const rules6 = await lab.exec(lab.nodeNamespace, ['ip', '-6', 'rule']);
     expect(rules6.stdout).not.toMatch(/lookup 4242/);
     const routes = await lab.exec(lab.nodeNamespace, ['ip', 'route', 'show', 'table', '4242']);
@@ -367,6 +368,122 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
     // Without enforcement, the formerly denied flow goes through.
     expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 })).result).toBe('connected');
   });
+});
+
+describe.skipIf(skip)('agent on a node as Kubernetes sets them up', () => {
+  // One namespace, three pods; the server admits only the client. The node adds what kube-proxy
+  // and the CNI add on real nodes: a Service address (DNAT), masquerade of pod traffic leaving
+  // the cluster, and a CNI policy-routing rule for a pod address (AWS VPC CNI style).
+  const MANIFESTS = `apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: 198.18.255.1}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: client, namespace: app, labels: {app: client}}
+  spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+  status: {podIP: 198.18.1.10, podIPs: [{ip: 198.18.1.10}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: server, namespace: app, labels: {app: server}}
+  spec: {nodeName: node-a, containers: [{name: s, ports: [{containerPort: 8080}]}]}
+  status: {podIP: 198.18.1.20, podIPs: [{ip: 198.18.1.20}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: other, namespace: app, labels: {app: other}}
+  spec: {nodeName: node-a, containers: [{name: o, ports: [{containerPort: 8080}]}]}
+  status: {podIP: 198.18.1.30, podIPs: [{ip: 198.18.1.30}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-client, namespace: app}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}]}]
+`;
+  const NODE_RULES = `table ip k8ssim {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 198.18.100.1 tcp dport 80 dnat to 198.18.1.20:8080
+    ip daddr 198.18.100.1 udp dport 80 dnat to 198.18.1.20:8080
+  }
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 198.18.0.0/15 oifname "npext" masquerade
+  }
+}
+`;
+  // The outside world cannot route pod addresses back: only masqueraded traffic gets answers.
+  const EXT_RULES = `table inet outside {
+  chain in {
+    type filter hook input priority filter; policy accept;
+    ip saddr 198.18.0.0/15 drop
+  }
+}
+`;
+
+  it('the node reaches its pods (probes), egress is masqueraded, a pod reaches itself through its Service, and CNI routing rules do not take redirected traffic; policy is enforced throughout', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
+    writeFileSync(join(dir, 'cluster.yaml'), MANIFESTS);
+    const lab = await Lab.up({ id: id(), manifests: [dir], nodeName: 'node-a', ports: [8080] });
+    let agent: AgentProcess | undefined;
+    const probe = async (from: string, to: string, port: number, protocol: 'TCP' | 'UDP', timeoutMs = 3000) =>
+      (await lab.probe(from, to, port, protocol, { timeoutMs })).result;
+    try {
+      for (const [ns, text] of [
+        [lab.nodeNamespace, NODE_RULES],
+        [lab.extNamespace, EXT_RULES],
+      ] as const) {
+        const r = await lab.exec(ns, ['nft', '-f', '-'], { input: text });
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+      }
+      expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule', 'add', 'to', '198.18.1.20', 'lookup', 'main', 'priority', '512'])).code).toBe(0);
+      const args = ['--manifests', dir, '--node-name', 'node-a'];
+      agent = AgentProcess.start(lab.nodeNamespace, args);
+      await agent.waitFor((l) => l.msg === 'ready');
+      for (const proto of ['TCP', 'UDP'] as const) {
+        // Policy: the client in, the other pod out (TCP reset; UDP dropped).
+        expect(await probe('app/client', 'app/server', 8080, proto)).toBe('connected');
+        expect(await probe('app/other', 'app/server', 8080, proto, 1500)).not.toBe('connected');
+        // The node itself (kubelet probes): always allowed, its replies not taken for pod traffic.
+        expect(await probe('198.18.255.1', 'app/server', 8080, proto)).toBe('connected');
+        // Leaving the cluster through the node's masquerade (the outside drops pod sources).
+        expect(await probe('app/client', '198.19.0.9', 8080, proto)).toBe('connected');
+        // Hairpin: the server through its own Service address reaches itself.
+        expect(await probe('app/server', '198.18.100.1', 80, proto)).toBe('connected');
+        // Another pod through the Service: decided on the backend it was translated to.
+        expect(await probe('app/client', '198.18.100.1', 80, proto)).toBe('connected');
+        expect(await probe('app/other', '198.18.100.1', 80, proto, 1500)).not.toBe('connected');
+      }
+      // src_valid_mark=1 (Tailscale and wg-quick set it): the reverse-path check of a redirected
+      // packet runs with its mark; the agent's companion rule keeps it off the local route.
+      await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.src_valid_mark': 1 });
+      for (const proto of ['TCP', 'UDP'] as const) expect(await probe('app/client', 'app/server', 8080, proto)).toBe('connected');
+      await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.src_valid_mark': 0 });
+      expect(await agent.stop()).toBe(0);
+
+      // The fwmark rule behind the CNI's (as before --rule-priority): the redirected connection
+      // is routed by the CNI's rule, and the kernel drops it (no forwarding of a TPROXYed packet).
+      agent = AgentProcess.start(lab.nodeNamespace, [...args, '--rule-priority', '4242']);
+      await agent.waitFor((l) => l.msg === 'ready');
+      expect(await probe('app/client', 'app/server', 8080, 'TCP', 1500)).not.toBe('connected');
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+    } finally {
+      await agent?.stop();
+      await lab.down();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 describe.skipIf(skip)('agent and other software marking packets', () => {

@@ -48,7 +48,7 @@ describe('agent configuration', () => {
       maxEventLoopLagMs: 2000,
       logLevel: 'info',
       dataplane: { port: 15001, flowTableSize: 65536, udpIdleMs: 30000, connectTimeoutMs: 10000, existingFlows: 'revalidate', families: [4, 6], mode: 'enforce', verdictCacheSize: 4096 },
-      interception: { table: 'netpold', mark: 0x2000, routeTable: 4242, rulePriority: 4242, port: 15001 },
+      interception: { table: 'netpold', mark: 0x2000, routeTable: 4242, rulePriority: 5, port: 15001 },
     });
     expect(c.origins['port']).toBe('default');
   });

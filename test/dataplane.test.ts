@@ -264,12 +264,11 @@ describe('Dataplane over FakeNativeSockets: TCP', () => {
     expect(o.data.length).toBe(toClient.length);
     expect(o.data.equals(toClient)).toBe(true);
 
-    // The server saw the client's own address and port; the data plane asked the kernel for a
-    // transparent connect from there to the original destination.
-    expect(serverFlows).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: 40000, dstAddress: WEB_IP, dstPort: 8080 }]);
-    expect(f.tcpConnects).toEqual([
-      { family: 4, srcAddress: CLIENT_IP, srcPort: 40000, dstAddress: WEB_IP, dstPort: 8080, timeoutMs: 1234 },
-    ]);
+    // The server saw the client's own address; the data plane asked the kernel for a transparent
+    // connect from there, with a port of its own (0: conntrack must not merge the two legs), to
+    // the original destination.
+    expect(serverFlows).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: expect.any(Number), dstAddress: WEB_IP, dstPort: 8080 }]);
+    expect(f.tcpConnects).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: 0, dstAddress: WEB_IP, dstPort: 8080, timeoutMs: 1234 }]);
     await waitFor(() => d.table.size === 0, 5000, 'the flow removed from the table');
     expect(d.counters).toMatchObject({
       decisions: { allow: 1, deny: 0 },
@@ -329,7 +328,7 @@ describe('Dataplane over FakeNativeSockets: TCP', () => {
     await expectReset(c);
     expect(d.counters.decisions.allow).toBe(1);
     expect(d.counters.upstreamErrors).toBe(1);
-    expect(f.tcpConnects).toEqual([expect.objectContaining({ srcAddress: CLIENT_IP, srcPort: 40000, dstAddress: WEB_IP, dstPort: 8081 })]);
+    expect(f.tcpConnects).toEqual([expect.objectContaining({ srcAddress: CLIENT_IP, srcPort: 0, dstAddress: WEB_IP, dstPort: 8081 })]);
     expect(logged('upstream connect failed').map((l) => l.fields.code)).toEqual(['ECONNREFUSED']);
     await waitFor(() => d.table.size === 0, 5000, 'the flow removed');
   });
@@ -466,7 +465,10 @@ describe('Dataplane over FakeNativeSockets: UDP', () => {
     const u = udpPair(f);
     u.send('q1');
     await waitFor(() => u.clientGot.length === 1, 5000, 'the first answer');
-    expect(u.serverSaw).toEqual([`q1 ${CLIENT_IP}:40000 -> ${WEB_IP}:53`]);
+    // From the client's address, with a port of the upstream socket's own.
+    expect(u.serverSaw).toEqual([expect.stringMatching(new RegExp(`^q1 ${CLIENT_IP}:(\\d+) -> ${WEB_IP}:53$`))]);
+    const upstreamPort = u.serverSaw[0]!.split(' ')[1]!.split(':')[1];
+    expect(upstreamPort).not.toBe('40000');
     expect(u.clientGot).toEqual([`answer:q1 ${WEB_IP}:53 -> ${CLIENT_IP}:40000`]);
     expect(d.counters.decisions).toEqual({ allow: 1, deny: 0 });
     expect(d.table.stats).toMatchObject({ entries: 1, lookups: 1, hits: 0 });
@@ -474,12 +476,12 @@ describe('Dataplane over FakeNativeSockets: UDP', () => {
     // client's address connected to it; both transparent.
     expect(f.udpOpens.slice(1)).toEqual([
       expect.objectContaining({ family: 4, address: WEB_IP, port: 53, transparent: true }),
-      expect.objectContaining({ family: 4, address: CLIENT_IP, port: 40000, transparent: true }),
+      expect.objectContaining({ family: 4, address: CLIENT_IP, port: 0, transparent: true }),
     ]);
 
     u.send('q2');
     await waitFor(() => u.clientGot.length === 2, 5000, 'the second answer');
-    expect(u.serverSaw[1]).toBe(`q2 ${CLIENT_IP}:40000 -> ${WEB_IP}:53`);
+    expect(u.serverSaw[1]).toBe(`q2 ${CLIENT_IP}:${upstreamPort} -> ${WEB_IP}:53`);
     expect(u.clientGot[1]).toBe(`answer:q2 ${WEB_IP}:53 -> ${CLIENT_IP}:40000`);
     expect(d.counters.decisions).toEqual({ allow: 1, deny: 0 }); // no new decision
     expect(d.table.stats).toMatchObject({ entries: 1, lookups: 2, hits: 1 });

@@ -51,21 +51,23 @@ describe('interception ruleset', () => {
     expect(r.startsWith('table inet netpold\ndelete table inet netpold\n')).toBe(true);
   });
 
-  it('setup removes leftovers first, then installs the table, the SCTP table and the policy routing', async () => {
+  it('setup replaces a crashed run\'s tables in place (never deleting them first), then its rules and routes', async () => {
     const rec = recorder('table inet netpold\ntable inet netpold_sctp\ntable inet other\n');
     const i = new Interception(DEFAULT_INTERCEPTION, rec.run);
     await i.setup();
-    const firstInstall = rec.calls.indexOf('nft -f -');
-    expect(rec.calls.slice(0, firstInstall)).toEqual(
-      expect.arrayContaining(['nft delete table inet netpold', 'nft delete table inet netpold_sctp', 'ip -4 route flush table 4242', 'ip -6 route flush table 4242']),
-    );
-    expect(rec.calls).not.toContain('nft delete table inet other');
-    expect(rec.calls.slice(firstInstall)).toEqual([
+    expect(rec.calls.filter((x) => x.startsWith('nft delete'))).toEqual([]);
+    expect(rec.calls).toEqual([
       'nft -f -',
       'nft -f -',
-      'ip -4 rule add fwmark 0x2000/0x2000 lookup 4242 priority 4242',
+      'ip -4 rule del iif lo fwmark 0x2000/0x2000 lookup main',
+      'ip -4 rule del lookup 4242',
+      'ip -4 route flush table 4242',
+      'ip -6 rule del lookup 4242',
+      'ip -6 route flush table 4242',
+      'ip -4 rule add iif lo fwmark 0x2000/0x2000 lookup main priority 4',
+      'ip -4 rule add fwmark 0x2000/0x2000 lookup 4242 priority 5',
       'ip -4 route add local 0.0.0.0/0 dev lo table 4242',
-      'ip -6 rule add fwmark 0x2000/0x2000 lookup 4242 priority 4242',
+      'ip -6 rule add fwmark 0x2000/0x2000 lookup 4242 priority 5',
       'ip -6 route add local ::/0 dev lo table 4242',
     ]);
     expect(rec.inputs[0]).toMatch(/fib daddr type local return/);
@@ -75,12 +77,15 @@ describe('interception ruleset', () => {
     expect(rec.inputs[2]).toContain('198.18.1.20');
   });
 
-  it('teardown removes our ip rule by priority and table, whatever mark an earlier run gave it', async () => {
+  it('teardown removes every ip rule into our table, whatever mark and priority an earlier run gave it', async () => {
     const rec = recorder('');
     await new Interception({ ...DEFAULT_INTERCEPTION, mark: 0x10 }, rec.run).teardown();
-    expect(rec.calls).toContain('ip -4 rule del lookup 4242 priority 4242');
-    expect(rec.calls).toContain('ip -6 rule del lookup 4242 priority 4242');
-    expect(rec.calls.some((c) => c.includes('fwmark') && c.includes(' del '))).toBe(false);
+    expect(rec.calls).toContain('ip -4 rule del lookup 4242');
+    expect(rec.calls).toContain('ip -6 rule del lookup 4242');
+    // The only deletion naming a mark is the reverse-path rule's, by its whole selector: never a
+    // bare `lookup main`, the system's own rule.
+    expect(rec.calls.filter((c) => c.includes(' del ') && c.includes('fwmark'))).toEqual(['ip -4 rule del iif lo fwmark 0x10/0x10 lookup main']);
+    expect(rec.calls.some((c) => c.endsWith('rule del lookup main'))).toBe(false);
   });
 
   it('a failing command is reported with its code and stderr', async () => {

@@ -188,6 +188,10 @@ struct SockAddr {
   sockaddr_storage ss{};
   socklen_t len = 0;
   const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
+  void SetPort(uint16_t port) {
+    if (ss.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(port);
+    else reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(port);
+  }
 };
 
 // Parses a numeric IPv4/IPv6 address of the given family (no names, no zone ids).
@@ -288,6 +292,17 @@ Failure SetTransparent(int fd, int family) {
   return family == 6 ? SetInt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, 1, "IPV6_TRANSPARENT")
                      : SetInt(fd, IPPROTO_IP, IP_TRANSPARENT, 1, "IP_TRANSPARENT");
 }
+
+// Upstream ports. An upstream connection (TCP or UDP) leaves from the client's address but
+// never from its port: with the client's exact 4-tuple, the kernel's connection tracking takes
+// the upstream leg for the client leg it already knows (one entry, two TCP sequence spaces), so
+// the node's source NAT (masquerade of pod traffic leaving the cluster) never runs for it and
+// stateful rules see invalid packets. A port of its own gives the leg its own entry (tested end
+// to end: egress through a masquerading node).
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 Failure SetMark(int fd, uint32_t mark) {
   if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
@@ -507,8 +522,10 @@ Napi::Value TcpConnect(const Napi::CallbackInfo& info) {
   if (fd < 0) f = Failure{errno, "socket", ""};
   r->fd = fd;
   if (!f) f = SetTransparent(fd, family);
-  if (!f) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+  if (!f && srcPort != 0) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
   if (!f && hasMark) f = SetMark(fd, mark);
+  // Port 0: picked at connect(), unique for the 4-tuple (see "Upstream ports").
+  if (!f && srcPort == 0) f = SetInt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
   if (!f && bind(fd, src.sa(), src.len) != 0) f = Failure{errno, "bind", ""};
   bool inProgress = false;
   if (!f) {
@@ -1244,12 +1261,12 @@ struct FastChannel {
 //
 // UDP runs on one engine loop (loop 0): its listener, every flow and every socket, so the
 // loop's table of flows by 5-tuple needs no lock. An allowed flow gets one socket of its own,
-// `upstream`: IP_TRANSPARENT, bound to the client's address and port (or to the node, when the
-// node is the destination), connected to the destination. Replies come back on it (the nft
-// `socket transparent` rule marks them for local delivery) and leave through the destination's
-// `reply` socket: IP_TRANSPARENT, bound to the destination address and port, unconnected, shared
-// by every flow to that destination (so a flow costs one fd, and binds never pile up on one
-// port). Client datagrams that the kernel delivers to a reply socket (its lookup comes before
+// `upstream`: IP_TRANSPARENT, bound to the client's address and a port of its own (or to the
+// node, when the node is the destination), connected to the destination. Replies come back on
+// it (the nft `socket transparent` rule marks them for local delivery) and leave through the
+// destination's `reply` socket: IP_TRANSPARENT, bound to the destination address and port,
+// unconnected, shared by every flow to that destination (so a flow costs one fd, and binds
+// never pile up on one port). Client datagrams that the kernel delivers to a reply socket (its lookup comes before
 // TPROXY) are handled exactly like those on the listener: the flow is found in the table (or is
 // new, and asks JS for a verdict) and the datagrams go out on its upstream socket. No JS per
 // datagram: recvmmsg takes up to kUdpBatch datagrams per call, and each run of datagrams of one
@@ -2093,7 +2110,7 @@ Relay* Loop::StartCached(PendingConn& p, FastChannel* ch, int action) {
 }
 
 // The upstream connection of an allowed fast-path flow: transparent from the client's address
-// and port (or a plain one from the node, when the node itself is the destination), non-blocking.
+// (or a plain one from the node, when the node itself is the destination), non-blocking.
 // The client socket is registered only once the upstream is connected, so nothing is read from
 // the client before there is somewhere to send it.
 void Loop::StartConnect(Relay* r) {
@@ -2107,39 +2124,30 @@ void Loop::StartConnect(Relay* r) {
   }
   Failure f;
   bool inProgress = false;
-  // The client's port is kept when possible; if it is taken on this host (another flow from
-  // the same client port, a TIME_WAIT), the connect is made once more from any port.
-  for (int attempt = 0; attempt < 2; attempt++) {
-    f = Failure{};
+  Count(r);
+  int fd = socket(t.family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) f = Failure{errno, "socket", ""};
+  r->side[1].fd = fd;
+  r->side[1].exclusive = true;
+  if (!f && !t.fromNode) {
+    // From the client's address with a port of its own (see "Upstream ports"): the port is
+    // picked at connect(), unique for the 4-tuple (IP_BIND_ADDRESS_NO_PORT).
+    Count(r, 3);
+    t.src.SetPort(0);
+    f = SetTransparent(fd, t.family);
+    if (!f) f = SetInt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
+    if (!f && bind(fd, t.src.sa(), t.src.len) != 0) f = Failure{errno, "bind", ""};
+  }
+  if (!f) {
+    int rc;
     Count(r);
-    int fd = socket(t.family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) f = Failure{errno, "socket", ""};
-    r->side[1].fd = fd;
-    r->side[1].exclusive = true;
-    if (!f && !t.fromNode) {
-      Count(r, 3);
-      f = SetTransparent(fd, t.family);
-      if (!f) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
-      if (!f && bind(fd, t.src.sa(), t.src.len) != 0) f = Failure{errno, "bind", ""};
+    do {
+      rc = connect(fd, t.dst.sa(), t.dst.len);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      if (errno == EINPROGRESS) inProgress = true;
+      else f = Failure{errno, "connect", ""};
     }
-    if (!f) {
-      int rc;
-      Count(r);
-      do {
-        rc = connect(fd, t.dst.sa(), t.dst.len);
-      } while (rc != 0 && errno == EINTR);
-      if (rc != 0) {
-        if (errno == EINPROGRESS) inProgress = true;
-        else f = Failure{errno, "connect", ""};
-      }
-    }
-    bool portTaken = f && (f.err == EADDRINUSE || f.err == EADDRNOTAVAIL) && !t.fromNode;
-    if (!portTaken || attempt == 1) break;
-    Count(r);
-    close(fd);
-    r->side[1].fd = -1;
-    if (t.src.ss.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&t.src.ss)->sin6_port = 0;
-    else reinterpret_cast<sockaddr_in*>(&t.src.ss)->sin_port = 0;
   }
   if (!f) {
     Side& s = r->side[1];
@@ -2456,11 +2464,11 @@ bool Loop::OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail) {
   if (reply == nullptr) return false;
   reply->users++;
   f->reply = reply;
-  SockAddr client = WordsToAddr(k.family, k.src, k.srcPort);
+  SockAddr client = WordsToAddr(k.family, k.src, 0);  // a port of its own: see "Upstream ports"
   SockAddr server = WordsToAddr(k.family, k.dst, k.dstPort);
   Stats& stats = TheEngine().stats;
   int fd = socket(k.family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  stats.syscalls.fetch_add(fromNode ? 3 : 6, std::memory_order_relaxed);
+  stats.syscalls.fetch_add(fromNode ? 3 : 5, std::memory_order_relaxed);
   if (fd < 0) {
     *fail = Failure{errno, "socket", ""};
     return false;
@@ -2468,8 +2476,9 @@ bool Loop::OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail) {
   f->upstream.fd = fd;
   Failure& e = *fail;
   if (!fromNode) {
+    // No SO_REUSEADDR: the kernel must pick a port no other socket of this address holds
+    // (two connected sockets sharing address, port and destination would split the replies).
     e = SetTransparent(fd, k.family);
-    if (!e) e = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
     if (!e && k.family == 6) e = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
     if (!e && bind(fd, client.sa(), client.len) != 0) e = Failure{errno, "bind", ""};
   }

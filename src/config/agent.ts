@@ -31,7 +31,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'udp-idle-ms', kind: 'int', arg: '<n>', min: 100, max: 3_600_000, default: 30000, description: 'a UDP flow without datagrams for this long is closed' },
   { name: 'connect-timeout-ms', kind: 'int', arg: '<n>', min: 100, max: 120_000, default: 10000, description: 'upstream TCP connect timeout' },
   { name: 'fwmark', kind: 'int', arg: '<n>', min: 1, max: 0xffffffff, default: `0x${DEFAULT_INTERCEPTION.mark.toString(16)}`, description: 'firewall mark bit(s) OR-ed into redirected and returning packets (pick bits no other node software uses)' },
-  { name: 'route-table', kind: 'int', arg: '<n>', min: 1, max: 0xfffffff0, default: DEFAULT_INTERCEPTION.routeTable, description: 'routing table (and ip rule priority) for the marked packets' },
+  { name: 'route-table', kind: 'int', arg: '<n>', min: 1, max: 0xfffffff0, default: DEFAULT_INTERCEPTION.routeTable, description: 'routing table for the marked packets (local default route)' },
+  { name: 'rule-priority', kind: 'int', arg: '<n>', min: 2, max: 32765, default: DEFAULT_INTERCEPTION.rulePriority, description: 'ip rule priority of the fwmark rule (one less: its reverse-path companion): before any CNI rule that routes pod addresses (AWS VPC CNI: 512 and up)' },
   { name: 'table', kind: 'string', arg: '<name>', default: DEFAULT_INTERCEPTION.table, description: 'nftables table (family inet) owned by the agent' },
   { name: 'ipv6', kind: 'bool', negatable: true, default: true, description: 'do not listen on IPv6' },
   { name: 'log-level', kind: 'enum', arg: '<level>', values: ['debug', 'info', 'warn', 'error'], default: 'info', description: 'debug, info, warn or error' },
@@ -159,6 +160,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
   }
   const port = get<number>('port')!;
   const routeTable = get<number>('route-table')!;
+  const rulePriority = get<number>('rule-priority')!;
   const fwmark = Number(get('fwmark'));
   const warnings = [...r.warnings];
   // Allowed (the operator may know the node has none of these), but said at every start: a bit
@@ -192,7 +194,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
       ...(get<number>('relay-threads')! > 0 ? { relayThreads: get<number>('relay-threads')! } : {}),
       verdictCacheSize: verdictCache!,
     },
-    interception: { ...DEFAULT_INTERCEPTION, port, mark: fwmark, routeTable, rulePriority: routeTable, table: table! },
+    interception: { ...DEFAULT_INTERCEPTION, port, mark: fwmark, routeTable, rulePriority, table: table! },
     logLevel: get<'debug' | 'info' | 'warn' | 'error'>('log-level')!,
     metrics,
     maxEventLoopLagMs: get<number>('max-event-loop-lag-ms')!,

@@ -287,6 +287,19 @@ export class Dataplane {
     this.localTable = table;
   }
 
+  /**
+   * Whether an allowed flow is relayed from the node's own address rather than the client's:
+   * when its destination is the node (above), or the client itself (hairpin: a pod reaching its
+   * own Service; from its own address, the pod's kernel would drop the packet as a martian, so
+   * kube-proxy masquerades hairpin traffic to the node's address too).
+   */
+  private fromNode(key: FlowKey): boolean {
+    if (this.localTable.get(key.family, key.dst) >= 0) return true;
+    const n = key.family === 6 ? 4 : 1;
+    for (let i = 0; i < n; i++) if (key.src[i] !== key.dst[i]) return false;
+    return true;
+  }
+
   setSnapshot(snap: PolicySnapshot, options: { readonly auditNamespaces?: ReadonlySet<string> } = {}): void {
     this.refreshLocalAddresses();
     this.snapshot = snap;
@@ -403,7 +416,7 @@ export class Dataplane {
       return;
     }
     this.liveTcp++;
-    const toNode = this.localAddrs.has(flow.dstAddress);
+    const toNode = this.localAddrs.has(flow.dstAddress) || flow.srcAddress === flow.dstAddress;
     const connect: UpstreamConnector = toNode
       ? (o) => connectPlain(o.dstAddress, o.dstPort, this.config.connectTimeoutMs)
       : (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs });
@@ -542,7 +555,7 @@ export class Dataplane {
       this.fastReported[2 * tag + 1] = 0;
       e.close = this.fastClose;
       v[r + 1] =
-        e.state === 'denied' ? FastAction.Deny : this.localTable.get(key.family, key.dst) >= 0 ? FastAction.RelayFromNode : FastAction.Relay;
+        e.state === 'denied' ? FastAction.Deny : this.fromNode(key) ? FastAction.RelayFromNode : FastAction.Relay;
       v[r + 2] = tag;
       this.fastLive++;
       if (!udp) this.liveTcp++;
@@ -716,11 +729,11 @@ export class Dataplane {
       const r = reply;
       // From the client's own address, or from the node's when the destination is the node
       // itself (see refreshLocalAddresses).
-      const toNode = this.localAddrs.has(dstAddr);
+      const toNode = this.localAddrs.has(dstAddr) || srcAddr === dstAddr;
       const upstream = this.native.openUdp(
         toNode
           ? { family, address: family === 4 ? '0.0.0.0' : '::', port: 0, transparent: false, recvOrigDst: false }
-          : { family, address: srcAddr, port: srcPort, transparent: true, recvOrigDst: false, reuse: true },
+          : { family, address: srcAddr, port: 0, transparent: true, recvOrigDst: false }, // a port of its own: native/src "Upstream ports"
         (m) => {
           e.lastSeen = Date.now();
           if (r.handle.send(m, srcAddr, srcPort)) this.counters.bytesToClient += m.length;

@@ -17,7 +17,12 @@ export interface InterceptionConfig {
   readonly mark: number;
   /** Routing table holding `local default dev lo`. */
   readonly routeTable: number;
-  /** `ip rule` priority of the fwmark rule. */
+  /**
+   * `ip rule` priority of the fwmark rule. Low, so that it comes before CNI rules that route pod
+   * addresses (AWS VPC CNI: `512: to <pod> lookup main`, `1536: from <pod> lookup eni-N`): a
+   * redirected packet routed by those would be forwarded, and the kernel drops forwarded packets
+   * that TPROXY gave a socket.
+   */
   readonly rulePriority: number;
   /** Transparent listener ports (TCP and UDP share the number) on 127.0.0.1 and [::1]. */
   readonly port: number;
@@ -41,7 +46,7 @@ export const DEFAULT_INTERCEPTION: InterceptionConfig = {
   table: 'netpold',
   mark: 0x2000,
   routeTable: 4242,
-  rulePriority: 4242,
+  rulePriority: 5,
   port: 15001,
 };
 
@@ -78,7 +83,8 @@ const EVERYTHING: PodAddresses = { v4: ['0.0.0.0/0'], v6: ['::/0'] };
 export function renderRuleset(c: InterceptionConfig, pods: PodAddresses | undefined): string {
   // OR-ed in, never set whole: bits other software put on the packet earlier (Calico's,
   // kube-proxy's) stay for the chains and routing after ours.
-  const mark = `meta mark | 0x${c.mark.toString(16)}`;
+  const bit = `0x${c.mark.toString(16)}`;
+  const mark = `meta mark | ${bit}`;
   const set = pods ?? EVERYTHING;
   const v4 = set.v4.length ? `\n    elements = { ${set.v4.join(', ')} }` : '';
   const v6 = set.v6.length ? `\n    elements = { ${set.v6.join(', ')} }` : '';
@@ -98,7 +104,11 @@ table inet ${c.table} {
     # The node talking to itself (loopback, its own addresses) is never pod traffic.
     iif lo return
     # Return traffic of the agent's transparent upstream sockets: deliver it locally to them.
-    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${mark} accept${pods ? '' : `
+    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${mark} accept
+    # Replies to connections the node itself opened (kubelet probes, host-network pods, an API
+    # server calling a webhook; marked in local_out): the node's traffic to its pods is always
+    # allowed, and redirecting a reply would reset it (its socket is not the agent's).
+    ct mark & ${bit} == ${bit} accept${pods ? '' : `
     # Fail-closed phase: leave traffic to the node itself alone.
     fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
@@ -109,6 +119,14 @@ ${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMa
     `    meta l4proto tcp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} reject with tcp reset`,
     `    meta l4proto udp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} drop`,
   ])).join('\n')}
+  }
+  chain local_out {
+    type filter hook output priority filter; policy accept;
+    # A new connection from a local socket that is not the agent's transparent one: the node's
+    # own. Its conntrack entry carries our bit (the same bit as the packet mark: software that
+    # copies conntrack marks to packets would only route the node's own replies locally, where
+    # they go anyway).
+    ct state new socket transparent 0 ct mark set ct mark | ${bit}
   }
 }
 `;
@@ -128,6 +146,15 @@ table inet ${table} {
 `;
 }
 
+function markSelector(c: InterceptionConfig): string {
+  return `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
+}
+
+/** Our reverse-path rule's selector and action (see setup()). */
+function reversePathSelector(c: InterceptionConfig): string[] {
+  return ['iif', 'lo', 'fwmark', markSelector(c), 'lookup', 'main'];
+}
+
 export class Interception {
   private installed = false;
 
@@ -141,18 +168,26 @@ export class Interception {
   }
 
   /**
-   * Removes leftovers of an earlier run, then installs the table (in its fail-closed phase:
-   * every forwarded flow to the agent, which refuses it until it has a snapshot) and the
-   * policy routing.
+   * Installs the table (in its fail-closed phase: every forwarded flow to the agent, which
+   * refuses it until it has a snapshot) and the policy routing, replacing an earlier run's.
+   * A crashed run's tables stay in force until ours replace them, each in one transaction (the
+   * texts delete and recreate their table): there is no moment without interception. Its
+   * rules and routes are replaced after that; in between, a redirected packet is dropped (the
+   * kernel does not forward a packet TPROXY gave a socket), never passed.
    */
   async setup(): Promise<void> {
-    await this.teardown();
     const c = this.config;
     await this.must('nft', ['-f', '-'], renderRuleset(c, undefined));
     // Until the first snapshot's SCTP rules replace it: no new forwarded SCTP association.
     await this.must('nft', ['-f', '-'], renderSctpFailClosed(this.sctpTable));
     this.installed = true;
-    const mark = `0x${c.mark.toString(16)}/0x${c.mark.toString(16)}`;
+    await this.removeRouting();
+    const mark = markSelector(c);
+    // The reverse-path check of a redirected packet: with src_valid_mark=1 (set by Tailscale,
+    // wg-quick), the kernel validates its source with a lookup carrying the packet's mark (and
+    // iif lo), which our rule would answer with the local route: the packet dropped as a
+    // martian. That lookup goes to the main table instead. IPv4 only (IPv6 has no such check).
+    await this.must('ip', ['-4', 'rule', 'add', ...reversePathSelector(c), 'priority', String(c.rulePriority - 1)]);
     for (const fam of ['-4', '-6']) {
       await this.must('ip', [fam, 'rule', 'add', 'fwmark', mark, 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
       await this.must('ip', [fam, 'route', 'add', 'local', fam === '-4' ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(c.routeTable)]);
@@ -188,18 +223,30 @@ export class Interception {
         if (r.code !== 0) problems.push(`nft delete table inet ${table}: ${r.stderr.trim()}`);
       }
     }
+    await this.removeRouting();
+    this.installed = false;
+    return problems;
+  }
+
+  /** Removes every rule into our route table and the table's routes; tolerates their absence. */
+  private async removeRouting(): Promise<void> {
+    const c = this.config;
+    // The reverse-path rule, by its whole selector (never a bare `lookup main`: that is the
+    // system's own rule). Bounded: at most a few can exist.
+    for (let i = 0; i < 8; i++) {
+      const r = await this.run('ip', ['-4', 'rule', 'del', ...reversePathSelector(c)]);
+      if (r.code !== 0) break;
+    }
     for (const fam of ['-4', '-6']) {
-      // By priority and table, whatever its mark: an earlier run with another --fwmark (or an
-      // earlier version's default, 0x4000) left a rule that would route that bit to us.
-      // Bounded: at most a few duplicates can exist.
+      // Every rule into our table, whatever its mark and priority: an earlier run with another
+      // --fwmark or --rule-priority (or an earlier version's defaults, 0x4000 at 4242) left one
+      // that would still route that bit to us. Bounded: at most a few can exist.
       for (let i = 0; i < 8; i++) {
-        const r = await this.run('ip', [fam, 'rule', 'del', 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
+        const r = await this.run('ip', [fam, 'rule', 'del', 'lookup', String(c.routeTable)]);
         if (r.code !== 0) break;
       }
       await this.run('ip', [fam, 'route', 'flush', 'table', String(c.routeTable)]);
     }
-    this.installed = false;
-    return problems;
   }
 
   private async must(cmd: string, args: string[], input?: string): Promise<void> {

@@ -168,7 +168,7 @@ export async function relayTcpSplice(
   const target = {
     family: entry.family,
     srcAddress: formatAddr(entry.family, entry.src),
-    srcPort: entry.srcPort,
+    srcPort: 0, // from the client's address, a port of its own: see native/src "Upstream ports"
     dstAddress: formatAddr(entry.family, entry.dst),
     dstPort: entry.dstPort,
   };
