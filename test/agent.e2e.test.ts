@@ -401,6 +401,11 @@ items:
   metadata: {name: other, namespace: app, labels: {app: other}}
   spec: {nodeName: node-a, containers: [{name: o, ports: [{containerPort: 8080}]}]}
   status: {podIP: 198.18.1.30, podIPs: [{ip: 198.18.1.30}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: dns, namespace: app, labels: {app: dns}}
+  spec: {nodeName: node-a, hostNetwork: true, containers: [{name: d, ports: [{name: dns, containerPort: 5353, protocol: UDP}]}]}
+  status: {podIP: 198.18.255.1, podIPs: [{ip: 198.18.255.1}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -421,11 +426,12 @@ spec:
   }
 }
 `;
-  // The outside world cannot route pod addresses back: only masqueraded traffic gets answers.
+  // The outside world cannot route pod addresses back: only masqueraded traffic gets answers
+  // (the node's own address, 198.18.255.1, it can).
   const EXT_RULES = `table inet outside {
   chain in {
     type filter hook input priority filter; policy accept;
-    ip saddr 198.18.0.0/15 drop
+    ip saddr 198.18.1.0/24 drop
   }
 }
 `;
@@ -448,27 +454,44 @@ spec:
       }
       expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule', 'add', 'to', '198.18.1.20', 'lookup', 'main', 'priority', '512'])).code).toBe(0);
       const args = ['--manifests', dir, '--node-name', 'node-a'];
+      /** Every expectation of this node, for the agent running now. */
+      const expectations = async (): Promise<void> => {
+        for (const proto of ['TCP', 'UDP'] as const) {
+          // Policy: the client in, the other pod out (TCP reset; UDP dropped).
+          expect(await probe('app/client', 'app/server', 8080, proto)).toBe('connected');
+          expect(await probe('app/other', 'app/server', 8080, proto, 1500)).not.toBe('connected');
+          // The node itself (kubelet probes): always allowed, its replies not taken for pod traffic.
+          expect(await probe('198.18.255.1', 'app/server', 8080, proto)).toBe('connected');
+          // Leaving the cluster through the node's masquerade (the outside drops pod sources).
+          expect(await probe('app/client', '198.19.0.9', 8080, proto)).toBe('connected');
+          // Hairpin: the server through its own Service address reaches itself.
+          expect(await probe('app/server', '198.18.100.1', 80, proto)).toBe('connected');
+          // Another pod through the Service: decided on the backend it was translated to.
+          expect(await probe('app/client', '198.18.100.1', 80, proto)).toBe('connected');
+          expect(await probe('app/other', '198.18.100.1', 80, proto, 1500)).not.toBe('connected');
+        }
+        // A UDP server of the node itself (a host-network pod, like a node-local DNS cache; its
+        // socket without SO_REUSEADDR): a pod's datagrams reach it and the replies come back
+        // from its address and port (written to a raw socket: no socket of ours can bind there),
+        // and the node's other clients still reach it afterwards (none of ours took its datagrams).
+        expect(await probe('app/client', 'app/dns', 5353, 'UDP')).toBe('connected');
+        expect(await probe('app/client', 'app/dns', 5353, 'UDP')).toBe('connected');
+        expect(await probe('198.19.0.7', 'app/dns', 5353, 'UDP')).toBe('connected');
+      };
       agent = AgentProcess.start(lab.nodeNamespace, args);
       await agent.waitFor((l) => l.msg === 'ready');
-      for (const proto of ['TCP', 'UDP'] as const) {
-        // Policy: the client in, the other pod out (TCP reset; UDP dropped).
-        expect(await probe('app/client', 'app/server', 8080, proto)).toBe('connected');
-        expect(await probe('app/other', 'app/server', 8080, proto, 1500)).not.toBe('connected');
-        // The node itself (kubelet probes): always allowed, its replies not taken for pod traffic.
-        expect(await probe('198.18.255.1', 'app/server', 8080, proto)).toBe('connected');
-        // Leaving the cluster through the node's masquerade (the outside drops pod sources).
-        expect(await probe('app/client', '198.19.0.9', 8080, proto)).toBe('connected');
-        // Hairpin: the server through its own Service address reaches itself.
-        expect(await probe('app/server', '198.18.100.1', 80, proto)).toBe('connected');
-        // Another pod through the Service: decided on the backend it was translated to.
-        expect(await probe('app/client', '198.18.100.1', 80, proto)).toBe('connected');
-        expect(await probe('app/other', '198.18.100.1', 80, proto, 1500)).not.toBe('connected');
-      }
+      await expectations();
       // src_valid_mark=1 (Tailscale and wg-quick set it): the reverse-path check of a redirected
       // packet runs with its mark; the agent's companion rule keeps it off the local route.
       await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.src_valid_mark': 1 });
       for (const proto of ['TCP', 'UDP'] as const) expect(await probe('app/client', 'app/server', 8080, proto)).toBe('connected');
       await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.src_valid_mark': 0 });
+      expect(await agent.stop()).toBe(0);
+
+      // The JS relay (the fallback) on the same node: the same answers.
+      agent = AgentProcess.start(lab.nodeNamespace, [...args, '--relay', 'js']);
+      await agent.waitFor((l) => l.msg === 'ready');
+      await expectations();
       expect(await agent.stop()).toBe(0);
 
       // The fwmark rule behind the CNI's (as before --rule-priority): the redirected connection

@@ -8,6 +8,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -464,6 +465,30 @@ describe(title('native addon on loopback (as root)', skipReason), () => {
     } finally {
       fast.closeListener(h.id);
     }
+  });
+
+  it.skipIf(!!skipReason).each([
+    [4, '127.0.0.2', '127.0.0.1'],
+    [6, '::1', '::1'],
+  ] as const)('UDP sendUdpRaw (IPv%i): the datagram arrives from the given address and port, payload intact (the kernel drops a bad checksum)', async (family, from, to) => {
+    const got: [string, string, number][] = [];
+    const sock = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+    cleanup.push(() => sock.close());
+    sock.on('message', (m, r) => got.push([m.toString('hex'), r.address, r.port]));
+    await new Promise<void>((r) => sock.bind(0, to, () => r()));
+    const port = sock.address().port;
+    // Odd and even lengths (the checksum's last byte), an empty payload.
+    const payloads = [Buffer.from('hello raw'), Buffer.from('even'), Buffer.alloc(0), Buffer.from(Array.from({ length: 1401 }, (_, i) => i & 0xff))];
+    for (const p of payloads) expect(ns.sendUdpRaw!(family, from, 5353, to, port, p)).toBe(true);
+    await within(
+      (async () => {
+        while (got.length < payloads.length) await new Promise((r) => setTimeout(r, 5));
+      })(),
+      5000,
+      'the raw datagrams',
+    );
+    expect(got).toEqual(payloads.map((p) => [p.toString('hex'), from, 5353]));
+    expect(() => ns.sendUdpRaw!(family, 'nope', 1, to, port, Buffer.alloc(1))).toThrow(TypeError);
   });
 
   it.skipIf(!!skipReason)('UDP: recvmsg with recvOrigDst on a plain bound socket reports its own address; send, connect, counters, close', async () => {

@@ -1321,6 +1321,7 @@ struct UdpFlow {
   bool finished = false;
   UdpSock upstream;
   Listener* reply = nullptr;  // the destination's shared reply socket (allowed flows)
+  bool rawReply = false;      // to the node itself: replies leave through the loop's raw socket
   int64_t lastSeen = 0;
   std::atomic<uint64_t> bytes[2] = {{0}, {0}};
   uint64_t reported[2] = {0, 0};  // by fastProgress (JS thread, under Loop::mu)
@@ -1364,6 +1365,21 @@ SockAddr WordsToAddr(int family, const uint32_t* w, uint16_t port) {
     a.len = sizeof(sockaddr_in);
   }
   return a;
+}
+
+// The inverse of WordsToAddr (the port aside).
+void AddrToWords(const SockAddr& a, uint32_t* w) {
+  if (a.ss.ss_family == AF_INET6) {
+    const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&a.ss);
+    for (int k = 0; k < 4; k++) {
+      uint32_t v;
+      memcpy(&v, s6->sin6_addr.s6_addr + 4 * k, 4);
+      w[k] = ntohl(v);
+    }
+  } else {
+    w[0] = ntohl(reinterpret_cast<const sockaddr_in*>(&a.ss)->sin_addr.s_addr);
+    w[1] = w[2] = w[3] = 0;
+  }
 }
 
 int64_t NowMs() {
@@ -1496,6 +1512,9 @@ class Loop {
   void FlushQueued(UdpFlow* f);
   void EndUdpLockedForget(UdpFlow* f);
   Listener* ReplySocket(const UdpKey& flowKey, FastChannel* ch, Failure* fail);
+  // The loop's raw socket for a family (IPPROTO_RAW, headers included), opened on first use;
+  // -1 (and *fail, when given) if it cannot be.
+  int RawSocket(int family, Failure* fail);
   void ReleaseReply(Listener* l);
 
   int index_;
@@ -1509,6 +1528,9 @@ class Loop {
   std::vector<Listener*> deadListeners_;
   int64_t udpSweepAt_ = 0;
   std::unique_ptr<char[]> udpBuf_;  // kUdpBatch slots of kUdpSlot bytes, allocated on first use
+  int raw_[2] = {-1, -1};           // RawSocket(): IPv4, IPv6
+  std::unique_ptr<char[]> rawHdrs_;  // kUdpBatch headers of kRawHdrMax bytes, with raw_
+  iovec rawIovs_[2 * kUdpBatch];
   int ep_ = -1;
   int wake_ = -1;
   std::vector<Cmd> cmds_;
@@ -2247,6 +2269,73 @@ bool KeyFromAddrs(const sockaddr_storage& src, const sockaddr_storage& dst, UdpK
 }
 
 // Sends msgs[from, to) on fd in as few sendmmsg calls as it takes; returns how many left.
+constexpr size_t kRawHdrMax = 48;  // IPv6 (40) + UDP (8)
+
+uint32_t SumWords(const void* p, size_t len, uint32_t sum) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i + 1 < len; i += 2) sum += static_cast<uint32_t>(b[i] << 8 | b[i + 1]);
+  if (len & 1) sum += static_cast<uint32_t>(b[len - 1] << 8);
+  return sum;
+}
+
+uint16_t FoldSum(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum & 0xffff);
+}
+
+void Put16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+
+void Put32(uint8_t* p, uint32_t v) {
+  Put16(p, v >> 16);
+  Put16(p + 2, v & 0xffff);
+}
+
+// The IP and UDP headers (into `hdr`, kRawHdrMax bytes) of a reply on flow `k`, from its
+// destination to its source, carrying `payload` (`len` bytes, sent after the headers); returns
+// the headers' length, 0 if the datagram cannot be carried. The UDP checksum covers the
+// pseudo-header, the UDP header and the payload (mandatory for IPv6). For IPv4 the kernel fills
+// in the header checksum and the id (raw(7), IP_HDRINCL).
+size_t BuildUdpHeaders(const UdpKey& k, char* hdr, size_t len, const void* payload) {
+  auto* h = reinterpret_cast<uint8_t*>(hdr);
+  const size_t ulen = 8 + len;
+  const size_t ip = k.family == 6 ? 40 : 20;
+  if (ip + ulen > 65535 + (k.family == 6 ? 40 : 0)) return 0;
+  memset(h, 0, ip + 8);
+  uint32_t sum = 17 + static_cast<uint32_t>(ulen);  // pseudo-header: protocol and UDP length
+  if (k.family == 6) {
+    h[0] = 0x60;
+    Put16(h + 4, static_cast<uint32_t>(ulen));
+    h[6] = 17;  // next header: UDP
+    h[7] = 64;  // hop limit
+    for (int i = 0; i < 4; i++) {
+      Put32(h + 8 + 4 * i, k.dst[i]);
+      Put32(h + 24 + 4 * i, k.src[i]);
+    }
+    sum = SumWords(h + 8, 32, sum);
+  } else {
+    h[0] = 0x45;
+    Put16(h + 2, static_cast<uint32_t>(ip + ulen));
+    Put16(h + 6, 0x4000);  // don't fragment
+    h[8] = 64;             // TTL
+    h[9] = 17;             // UDP
+    Put32(h + 12, k.dst[0]);
+    Put32(h + 16, k.src[0]);
+    sum = SumWords(h + 12, 8, sum);
+  }
+  uint8_t* u = h + ip;
+  Put16(u, k.dstPort);
+  Put16(u + 2, k.srcPort);
+  Put16(u + 4, static_cast<uint32_t>(ulen));
+  sum = SumWords(u, 8, sum);
+  sum = SumWords(payload, len, sum);
+  uint16_t c = FoldSum(sum);
+  Put16(u + 6, c == 0 ? 0xffff : c);
+  return ip + 8;
+}
+
 int SendRun(int fd, mmsghdr* msgs, int n, Stats& stats) {
   int sent = 0;
   while (sent < n) {
@@ -2457,13 +2546,21 @@ void Loop::ReleaseReply(Listener* l) {
   deadListeners_.push_back(l);  // a later event of this turn may still name it
 }
 
-// An allowed flow's upstream socket, and its share of the destination's reply socket.
+// An allowed flow's upstream socket, and its share of the destination's reply socket. A flow
+// to the node itself has no reply socket: one bound to the node's address and port would fail
+// next to the node's own server there, or (when both allow address reuse) take that server's
+// datagrams from everyone. Its replies are written whole, headers included, to a raw socket.
 bool Loop::OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail) {
   const UdpKey& k = f->key;
-  Listener* reply = ReplySocket(k, f->fast, fail);
-  if (reply == nullptr) return false;
-  reply->users++;
-  f->reply = reply;
+  if (fromNode) {
+    if (RawSocket(k.family, fail) < 0) return false;
+    f->rawReply = true;
+  } else {
+    Listener* reply = ReplySocket(k, f->fast, fail);
+    if (reply == nullptr) return false;
+    reply->users++;
+    f->reply = reply;
+  }
   SockAddr client = WordsToAddr(k.family, k.src, 0);  // a port of its own: see "Upstream ports"
   SockAddr server = WordsToAddr(k.family, k.dst, k.dstPort);
   Stats& stats = TheEngine().stats;
@@ -2545,6 +2642,26 @@ void Loop::ApplyUdpVerdict(const Cmd& c) {
   FlushQueued(f);
 }
 
+int Loop::RawSocket(int family, Failure* fail) {
+  int& fd = raw_[family == 6 ? 1 : 0];
+  if (fd >= 0) return fd;
+  Stats& stats = TheEngine().stats;
+  stats.syscalls.fetch_add(2, std::memory_order_relaxed);
+  int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
+  Failure f;
+  if (s < 0) f = Failure{errno, "socket", "SOCK_RAW"};
+  // IPv4 IPPROTO_RAW implies IP_HDRINCL; IPv6 needs it said.
+  if (!f && family == 6) f = SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL");
+  if (f) {
+    if (s >= 0) close(s);
+    if (fail != nullptr) *fail = f;
+    return -1;
+  }
+  if (!rawHdrs_) rawHdrs_.reset(new char[kUdpBatch * kRawHdrMax]);
+  fd = s;
+  return fd;
+}
+
 // A flow's upstream socket is readable: the server's datagrams, a batch in, the same batch out
 // through the destination's reply socket to the client.
 void Loop::OnUdpReadable(UdpSock* s) {
@@ -2588,7 +2705,33 @@ void Loop::OnUdpReadable(UdpSock* s) {
       bytes += msgs[i].msg_len;
       m++;
     }
-    if (f->reply != nullptr && f->reply->fd >= 0) SendRun(f->reply->fd, msgs, m, stats);
+    if (f->rawReply) {
+      int raw = RawSocket(f->key.family, nullptr);
+      if (raw >= 0) {
+        // Each datagram as [IP and UDP headers][payload]: two iovecs, headers from the flow.
+        SockAddr to = WordsToAddr(f->key.family, f->key.src, 0);
+        int out = 0;
+        for (int i = 0; i < m; i++) {
+          char* hdr = rawHdrs_.get() + static_cast<size_t>(out) * kRawHdrMax;
+          size_t hlen = BuildUdpHeaders(f->key, hdr, iovs[i].iov_len, iovs[i].iov_base);
+          if (hlen == 0) {
+            stats.udpDropped.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+          rawIovs_[2 * out] = iovec{hdr, hlen};
+          rawIovs_[2 * out + 1] = iovs[i];
+          msgs[out].msg_hdr = msghdr{};
+          msgs[out].msg_hdr.msg_iov = &rawIovs_[2 * out];
+          msgs[out].msg_hdr.msg_iovlen = 2;
+          msgs[out].msg_hdr.msg_name = const_cast<sockaddr*>(to.sa());
+          msgs[out].msg_hdr.msg_namelen = to.len;
+          out++;
+        }
+        SendRun(raw, msgs, out, stats);
+      }
+    } else if (f->reply != nullptr && f->reply->fd >= 0) {
+      SendRun(f->reply->fd, msgs, m, stats);
+    }
     f->bytes[1].fetch_add(bytes, std::memory_order_relaxed);
     f->lastSeen = NowMs();
     if (n < kUdpBatch) return;
@@ -3618,6 +3761,61 @@ Napi::Value TcpClose(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// udpSendRaw(family, srcAddress, srcPort, dstAddress, dstPort, msg) -> boolean: one UDP datagram
+// with the given source, written whole to a raw socket (the JS relay's replies of flows to the
+// node itself; see OpenUdpSockets for why no socket is bound there). false when the kernel
+// would block or has no buffer (the datagram is dropped, as UDP may); throws on anything else.
+Napi::Value UdpSendRaw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string call = "udpSendRaw";
+  if (info.Length() < 6 || !info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    ThrowTypeError(env, call + ": expected (family, srcAddress, srcPort, dstAddress, dstPort, Uint8Array)");
+  }
+  int family = ArgFamily(env, info[0], call);
+  SockAddr src = ArgAddress(env, family, ArgString(env, info[1], call, "srcAddress"), 0, call, "srcAddress");
+  int srcPort = static_cast<int>(ArgInt(env, info[2], call, "srcPort", 1, 65535));
+  SockAddr dst = ArgAddress(env, family, ArgString(env, info[3], call, "dstAddress"), 0, call, "dstAddress");
+  int dstPort = static_cast<int>(ArgInt(env, info[4], call, "dstPort", 1, 65535));
+  Napi::Uint8Array msg = info[5].As<Napi::Uint8Array>();
+  // The flow's key as the engine keeps it: src = the client (the reply's destination).
+  UdpKey k{};
+  k.family = static_cast<uint8_t>(family);
+  AddrToWords(dst, k.src);
+  AddrToWords(src, k.dst);
+  k.srcPort = static_cast<uint16_t>(dstPort);
+  k.dstPort = static_cast<uint16_t>(srcPort);
+  static int raw[2] = {-1, -1};  // process-wide, JS thread only, opened on first use
+  int& fd = raw[family == 6 ? 1 : 0];
+  if (fd < 0) {
+    int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (s < 0) throw SysError(env, errno, call, "socket", "SOCK_RAW");
+    Failure f = family == 6 ? SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL") : Failure{};
+    if (f) {
+      close(s);
+      throw SysError(env, f.err, call, f.syscall, f.detail);
+    }
+    fd = s;
+  }
+  char hdr[kRawHdrMax];
+  size_t hlen = BuildUdpHeaders(k, hdr, msg.ByteLength(), msg.Data());
+  if (hlen == 0) ThrowTypeError(env, call + ": the datagram is too large");
+  iovec iov[2] = {{hdr, hlen}, {msg.Data(), msg.ByteLength()}};
+  msghdr mh{};
+  mh.msg_name = const_cast<sockaddr*>(dst.sa());
+  mh.msg_namelen = dst.len;
+  mh.msg_iov = iov;
+  mh.msg_iovlen = 2;
+  ssize_t n;
+  do {
+    n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return Napi::Boolean::New(env, false);
+    throw SysError(env, errno, call, "sendmsg", "");
+  }
+  return Napi::Boolean::New(env, true);
+}
+
 // Environment teardown: no more completions into this environment; its relays are aborted.
 void Teardown(AddonData* data) {
   if (!data->spliceChannel) return;
@@ -3666,6 +3864,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spliceProgress", Napi::Function::New(env, splice::SpliceProgress, "spliceProgress"));
   exports.Set("spliceStats", Napi::Function::New(env, splice::SpliceStats, "spliceStats"));
   exports.Set("tcpClose", Napi::Function::New(env, splice::TcpClose, "tcpClose"));
+  exports.Set("udpSendRaw", Napi::Function::New(env, splice::UdpSendRaw, "udpSendRaw"));
   exports.Set("fastOpen", Napi::Function::New(env, splice::FastOpen, "fastOpen"));
   exports.Set("fastListen", Napi::Function::New(env, splice::FastListen, "fastListen"));
   exports.Set("fastListenerClose", Napi::Function::New(env, splice::FastListenerClose, "fastListenerClose"));

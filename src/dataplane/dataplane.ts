@@ -711,32 +711,47 @@ export class Dataplane {
     const family = e.family;
     const flow: UdpFlow = { upstream: undefined, reply: undefined };
     try {
-      // Replies are sent from the original destination's address and port. That socket also
-      // receives client datagrams the kernel delivers to it (the socket match comes before
-      // TPROXY), so it feeds the same handler.
-      const rkey = `${family}|${dstAddr}|${dstPort}`;
-      let reply = this.replySockets.get(rkey);
-      if (!reply) {
-        const handle = this.native.openUdp(
-          { family, address: dstAddr, port: dstPort, transparent: true, recvOrigDst: true, reuse: true },
-          (m, sa, sp, da, dp) => this.onDatagram(m, sa, sp, da, dp),
-        );
-        reply = { handle, users: 0, key: rkey };
-        this.replySockets.set(rkey, reply);
-      }
-      reply.users++;
-      flow.reply = reply;
-      const r = reply;
       // From the client's own address, or from the node's when the destination is the node
-      // itself (see refreshLocalAddresses).
+      // itself (see refreshLocalAddresses) or the client (fromNode).
       const toNode = this.localAddrs.has(dstAddr) || srcAddr === dstAddr;
+      // Replies are sent from the original destination's address and port: through a raw
+      // socket when that is the node (a node server may hold the address and port: see
+      // sendUdpRaw), else through a socket bound there, which also receives client datagrams the
+      // kernel delivers to it (the socket match comes before TPROXY), so it feeds the same
+      // handler. The fake has no raw sockets: it takes the bound socket in every case.
+      let sendReply: (m: Buffer) => boolean;
+      const raw = toNode ? this.native.sendUdpRaw?.bind(this.native) : undefined;
+      if (raw) {
+        sendReply = (m) => {
+          try {
+            return raw(family, dstAddr, dstPort, srcAddr, srcPort, m);
+          } catch {
+            return false; // dropped, as a datagram may be (no raw socket: NET_RAW missing)
+          }
+        };
+      } else {
+        const rkey = `${family}|${dstAddr}|${dstPort}`;
+        let reply = this.replySockets.get(rkey);
+        if (!reply) {
+          const handle = this.native.openUdp(
+            { family, address: dstAddr, port: dstPort, transparent: true, recvOrigDst: true, reuse: true },
+            (m, sa, sp, da, dp) => this.onDatagram(m, sa, sp, da, dp),
+          );
+          reply = { handle, users: 0, key: rkey };
+          this.replySockets.set(rkey, reply);
+        }
+        reply.users++;
+        flow.reply = reply;
+        const r = reply;
+        sendReply = (m) => r.handle.send(m, srcAddr, srcPort);
+      }
       const upstream = this.native.openUdp(
         toNode
           ? { family, address: family === 4 ? '0.0.0.0' : '::', port: 0, transparent: false, recvOrigDst: false }
           : { family, address: srcAddr, port: 0, transparent: true, recvOrigDst: false }, // a port of its own: native/src "Upstream ports"
         (m) => {
           e.lastSeen = Date.now();
-          if (r.handle.send(m, srcAddr, srcPort)) this.counters.bytesToClient += m.length;
+          if (sendReply(m)) this.counters.bytesToClient += m.length;
         },
       );
       upstream.connect(dstAddr, dstPort);

@@ -340,6 +340,13 @@ export interface NativeSockets {
   spliceCounters?(): SpliceCounters;
   /** close(2) of a raw fd (from connectTransparentTcpFd), with SO_LINGER {1, 0} first when `reset` (an RST). */
   closeTcpFd?(fd: number, reset: boolean): void;
+  /**
+   * One UDP datagram from (srcAddress, srcPort) to (dstAddress, dstPort), headers built here
+   * and written to a raw socket: replies of UDP flows to the node itself, whose address and port
+   * a node server may hold (a socket bound there would fail, or take that server's datagrams).
+   * false: dropped (no buffer); throws a NativeError otherwise.
+   */
+  sendUdpRaw?(family: IpFamily, srcAddress: string, srcPort: number, dstAddress: string, dstPort: number, msg: Uint8Array): boolean;
   /** The TCP fast path (optional: the fake leaves it out and the data plane uses the listeners above). */
   fastTcpPath?(): FastTcpPath;
 }
@@ -366,6 +373,7 @@ interface NativeBinding {
   spliceProgress(): Float64Array;
   spliceStats(): SpliceCounters;
   tcpClose(fd: number, reset: boolean): void;
+  udpSendRaw(family: IpFamily, srcAddress: string, srcPort: number, dstAddress: string, dstPort: number, msg: Uint8Array): boolean;
   fastOpen(onWork: () => void, opts: FastOpenOptions): void;
   fastListen(family: IpFamily, address: string, port: number, backlog: number, threads: number, proto: number): { id: number; port: number };
   fastListenerClose(id: number): boolean;
@@ -542,6 +550,10 @@ class RealNativeSockets implements NativeSockets {
 
   closeTcpFd(fd: number, reset: boolean): void {
     this.b.tcpClose(fd, reset);
+  }
+
+  sendUdpRaw(family: IpFamily, srcAddress: string, srcPort: number, dstAddress: string, dstPort: number, msg: Uint8Array): boolean {
+    return this.b.udpSendRaw(family, srcAddress, srcPort, dstAddress, dstPort, msg);
   }
 
   private fast: FastTcpPath | undefined;
