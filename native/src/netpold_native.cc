@@ -188,6 +188,10 @@ struct SockAddr {
   sockaddr_storage ss{};
   socklen_t len = 0;
   const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
+  uint16_t Port() const {
+    return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port
+                                          : reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+  }
   void SetPort(uint16_t port) {
     if (ss.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(port);
     else reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(port);
@@ -1306,6 +1310,9 @@ struct UdpSock : EpollItem {
 };
 
 constexpr uint32_t kUntracked = UINT32_MAX;  // a flow JS keeps no entry for (refused)
+// A relay started from the verdict cache that JS aborted before adopting it: it ends with no
+// record, not even one kept for an adoption (JS tags are slots, far below these two).
+constexpr uint32_t kDiscarded = UINT32_MAX - 1;
 constexpr size_t kUdpQueueMax = 16;           // datagrams held per flow while its verdict is awaited
 constexpr size_t kUdpFlowsMax = 262144;       // flows (any state) per loop
 constexpr int kUdpBatch = 32;                 // datagrams per recvmmsg/sendmmsg
@@ -1665,7 +1672,7 @@ void Deliver(Relay* r, int end) {
   if (r->fast != nullptr) {
     // Started from the verdict cache and ended before JS adopted it: Close kept its completion
     // for the adoption (fastVerdicts).
-    if (r->tag == kUntracked) return;
+    if (r->tag == kUntracked || r->tag == kDiscarded) return;
     FastChannel* ch = r->fast;
     std::lock_guard<std::mutex> lock(ch->mu);
     if (ch->closed) return;
@@ -1747,6 +1754,9 @@ void Loop::Abort(uint64_t id) {
     }
     return;  // ended already; its completion is on its way
   }
+  // Started from the verdict cache and never adopted: JS refused it, so when it ends nothing is
+  // kept for an adoption that will not come (tag read by Close under mu).
+  if (r->fast != nullptr && r->tag == kUntracked) r->tag = kDiscarded;
   // SO_LINGER {1, 0} on both sockets now, from the caller's thread: the RSTs are then certain
   // even if the process exits before the loop gets to the command (exit closes every fd). The
   // fds are still open: Close() takes the relay out of the map (under mu) before closing them.
@@ -2146,30 +2156,45 @@ void Loop::StartConnect(Relay* r) {
   }
   Failure f;
   bool inProgress = false;
-  Count(r);
-  int fd = socket(t.family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) f = Failure{errno, "socket", ""};
-  r->side[1].fd = fd;
-  r->side[1].exclusive = true;
-  if (!f && !t.fromNode) {
-    // From the client's address with a port of its own (see "Upstream ports"): the port is
-    // picked at connect(), unique for the 4-tuple (IP_BIND_ADDRESS_NO_PORT).
-    Count(r, 3);
-    t.src.SetPort(0);
-    f = SetTransparent(fd, t.family);
-    if (!f) f = SetInt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
-    if (!f && bind(fd, t.src.sa(), t.src.len) != 0) f = Failure{errno, "bind", ""};
-  }
-  if (!f) {
-    int rc;
+  const uint16_t clientPort = t.src.Port();
+  for (int attempt = 0; attempt < 2; attempt++) {
+    f = Failure{};
     Count(r);
-    do {
-      rc = connect(fd, t.dst.sa(), t.dst.len);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      if (errno == EINPROGRESS) inProgress = true;
-      else f = Failure{errno, "connect", ""};
+    int fd = socket(t.family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) f = Failure{errno, "socket", ""};
+    r->side[1].fd = fd;
+    r->side[1].exclusive = true;
+    if (!f && !t.fromNode) {
+      // From the client's address with a port of its own (see "Upstream ports"): the port is
+      // picked at connect(), unique for the 4-tuple (IP_BIND_ADDRESS_NO_PORT).
+      Count(r, 3);
+      t.src.SetPort(0);
+      f = SetTransparent(fd, t.family);
+      if (!f) f = SetInt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
+      if (!f && bind(fd, t.src.sa(), t.src.len) != 0) f = Failure{errno, "bind", ""};
     }
+    if (!f) {
+      int rc;
+      Count(r);
+      do {
+        rc = connect(fd, t.dst.sa(), t.dst.len);
+      } while (rc != 0 && errno == EINTR);
+      if (rc != 0) {
+        if (errno == EINPROGRESS) inProgress = true;
+        else f = Failure{errno, "connect", ""};
+      }
+    }
+    if (f || t.fromNode || attempt == 1) break;
+    // The kernel may pick the client's own port (it checks sockets, not conntrack): that is the
+    // one 4-tuple that must not be (see "Upstream ports"). Once more, then from another port.
+    Count(r);
+    SockAddr got;
+    got.len = sizeof got.ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&got.ss), &got.len) != 0 || got.Port() != clientPort) break;
+    Count(r);
+    close(fd);
+    r->side[1].fd = -1;
+    inProgress = false;
   }
   if (!f) {
     Side& s = r->side[1];
@@ -2337,16 +2362,22 @@ size_t BuildUdpHeaders(const UdpKey& k, char* hdr, size_t len, const void* paylo
 }
 
 int SendRun(int fd, mmsghdr* msgs, int n, Stats& stats) {
+  int done = 0;  // sent or skipped
   int sent = 0;
-  while (sent < n) {
+  while (done < n) {
     stats.syscalls.fetch_add(1, std::memory_order_relaxed);
     stats.udpSendCalls.fetch_add(1, std::memory_order_relaxed);
-    int k = sendmmsg(fd, msgs + sent, static_cast<unsigned>(n - sent), MSG_DONTWAIT);
+    int k = sendmmsg(fd, msgs + done, static_cast<unsigned>(n - done), MSG_DONTWAIT);
     if (k > 0) {
+      done += k;
       sent += k;
       continue;
     }
     if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && errno == EMSGSIZE) {  // this datagram only (a raw socket does not fragment)
+      done++;
+      continue;
+    }
     break;  // EAGAIN (send buffer full), ECONNREFUSED...: the rest is dropped, as UDP may
   }
   stats.udpDatagrams.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
@@ -2564,21 +2595,43 @@ bool Loop::OpenUdpSockets(UdpFlow* f, bool fromNode, Failure* fail) {
   SockAddr client = WordsToAddr(k.family, k.src, 0);  // a port of its own: see "Upstream ports"
   SockAddr server = WordsToAddr(k.family, k.dst, k.dstPort);
   Stats& stats = TheEngine().stats;
-  int fd = socket(k.family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  stats.syscalls.fetch_add(fromNode ? 3 : 5, std::memory_order_relaxed);
-  if (fd < 0) {
-    *fail = Failure{errno, "socket", ""};
-    return false;
-  }
-  f->upstream.fd = fd;
   Failure& e = *fail;
-  if (!fromNode) {
-    // No SO_REUSEADDR: the kernel must pick a port no other socket of this address holds
-    // (two connected sockets sharing address, port and destination would split the replies).
-    e = SetTransparent(fd, k.family);
-    if (!e && k.family == 6) e = SetInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
-    if (!e && bind(fd, client.sa(), client.len) != 0) e = Failure{errno, "bind", ""};
+  // A UDP socket, from the client's address (bound now) unless from the node.
+  auto open = [&]() -> int {
+    int s = socket(k.family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    stats.syscalls.fetch_add(fromNode ? 1 : 3, std::memory_order_relaxed);  // socket, setsockopt, bind
+    if (s < 0) {
+      e = Failure{errno, "socket", ""};
+      return -1;
+    }
+    if (!fromNode) {
+      // No SO_REUSEADDR: the kernel must pick a port no other socket of this address holds
+      // (two connected sockets sharing address, port and destination would split the replies).
+      e = SetTransparent(s, k.family);
+      if (!e && k.family == 6) e = SetInt(s, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+      if (!e && bind(s, client.sa(), client.len) != 0) e = Failure{errno, "bind", ""};
+    }
+    return s;
+  };
+  int fd = open();
+  if (fd < 0) return false;
+  f->upstream.fd = fd;
+  if (!e && !fromNode) {
+    // Not the client's own port, the one 4-tuple that must not be (see "Upstream ports"): if
+    // the kernel picked it, another port, picked while this one is still held.
+    SockAddr got;
+    got.len = sizeof got.ss;
+    stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&got.ss), &got.len) == 0 && got.Port() == k.srcPort) {
+      int other = open();
+      stats.syscalls.fetch_add(1, std::memory_order_relaxed);
+      close(fd);
+      fd = other;
+      f->upstream.fd = fd;
+      if (fd < 0) return false;
+    }
   }
+  if (!e) stats.syscalls.fetch_add(2, std::memory_order_relaxed);  // connect, epoll_ctl
   if (!e && connect(fd, server.sa(), server.len) != 0) e = Failure{errno, "connect", ""};
   if (!e) {
     epoll_event ev{};
@@ -2650,8 +2703,10 @@ int Loop::RawSocket(int family, Failure* fail) {
   int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
   Failure f;
   if (s < 0) f = Failure{errno, "socket", "SOCK_RAW"};
-  // IPv4 IPPROTO_RAW implies IP_HDRINCL; IPv6 needs it said.
+  // IPv4 IPPROTO_RAW implies IP_HDRINCL; IPv6 needs it said. Transparent: the interception's
+  // output chain takes connections of non-transparent local sockets for the node's own.
   if (!f && family == 6) f = SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL");
+  if (!f) f = SetTransparent(s, family);
   if (f) {
     if (s >= 0) close(s);
     if (fail != nullptr) *fail = f;
@@ -3710,7 +3765,7 @@ Napi::Value FastProgress(const Napi::CallbackInfo& info) {
     for (Loop* l : TheEngine().Started()) {
       std::lock_guard<std::mutex> lock(l->mu);
       for (Relay* r : l->relays.Live()) {
-        if (r->fast != st->channel || r->tag == kUntracked) continue;  // not adopted yet
+        if (r->fast != st->channel || r->tag == kUntracked || r->tag == kDiscarded) continue;  // not adopted
         AppendProgress(&out, static_cast<double>(r->tag), r);
       }
       for (auto& kv : l->udps) {
@@ -3790,6 +3845,7 @@ Napi::Value UdpSendRaw(const Napi::CallbackInfo& info) {
     int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
     if (s < 0) throw SysError(env, errno, call, "socket", "SOCK_RAW");
     Failure f = family == 6 ? SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL") : Failure{};
+    if (!f) f = SetTransparent(s, family);  // as Loop::RawSocket
     if (f) {
       close(s);
       throw SysError(env, f.err, call, f.syscall, f.detail);

@@ -148,6 +148,7 @@ export class Dataplane {
   // Scratch reused by every decision: the hot path allocates no key or result per packet.
   private localAddrs = new Set<string>();
   private ipvsReported = false;
+  private rawSendReported = false;
   /** The same addresses as numbers, for the fast path (value 1 = local). */
   private localTable = new AddrTable(4);
   // The TCP fast path (relay 'splice' with the real addon): see startFast().
@@ -724,10 +725,17 @@ export class Dataplane {
       if (raw) {
         sendReply = (m) => {
           try {
-            return raw(family, dstAddr, dstPort, srcAddr, srcPort, m);
-          } catch {
-            return false; // dropped, as a datagram may be (no raw socket: NET_RAW missing)
+            if (raw(family, dstAddr, dstPort, srcAddr, srcPort, m)) return true;
+          } catch (err) {
+            // No raw socket (NET_RAW missing) or larger than the path MTU (a raw socket does not
+            // fragment): dropped, counted, said once.
+            if (!this.rawSendReported) {
+              this.rawSendReported = true;
+              this.log.warn({ error: (err as Error).message, code: (err as { code?: string }).code }, 'udp reply to a pod could not be sent through the raw socket (dropped; counted in udp drops)');
+            }
           }
+          this.counters.udpDropped++;
+          return false;
         };
       } else {
         const rkey = `${family}|${dstAddr}|${dstPort}`;

@@ -33,7 +33,7 @@ export interface InterceptionConfig {
  * the projects' own documentation). The mark bit picks the route to the agent: a bit another
  * component sets on traffic we do not redirect sends that traffic to the local stack instead of
  * on its way (kube-proxy's masquerade bit on NodePort traffic to a remote pod: reset). Our
- * default, bit 13 (0x2000), is none of them and not in Istio's whole-mark value 0x1337 either.
+ * default, bit 13 (0x2000), is none of them and not in Istio's whole-mark value 1337 (0x539).
  */
 export const KNOWN_MARK_BITS: readonly { readonly mask: number; readonly owner: string }[] = [
   { mask: 0x0000_4000, owner: 'kube-proxy and kubelet (masquerade bit 14, KUBE-MARK-MASQ)' },
@@ -108,7 +108,7 @@ table inet ${c.table} {
     # Replies to connections the node itself opened (kubelet probes, host-network pods, an API
     # server calling a webhook; marked in local_out): the node's traffic to its pods is always
     # allowed, and redirecting a reply would reset it (its socket is not the agent's).
-    ct mark & ${bit} == ${bit} accept${pods ? '' : `
+    ct direction reply ct mark & ${bit} == ${bit} accept${pods ? '' : `
     # Fail-closed phase: leave traffic to the node itself alone.
     fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
@@ -122,11 +122,12 @@ ${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMa
   }
   chain local_out {
     type filter hook output priority filter; policy accept;
-    # A new connection from a local socket that is not the agent's transparent one: the node's
-    # own. Its conntrack entry carries our bit (the same bit as the packet mark: software that
-    # copies conntrack marks to packets would only route the node's own replies locally, where
-    # they go anyway).
-    ct state new socket transparent 0 ct mark set ct mark | ${bit}
+    # A new connection from a local socket that is not one of the agent's (all transparent,
+    # its raw sockets too): the node's own. Its conntrack entry carries our bit (the same bit
+    # as the packet mark: software that copies conntrack marks to packets would only route the
+    # node's own replies locally, where they go anyway). skuid first: socket is only evaluated
+    # on a packet that has a socket (kernels before 5.18 crashed looking one up in output).
+    ct state new meta skuid >= 0 socket transparent 0 ct mark set ct mark | ${bit}
   }
 }
 `;

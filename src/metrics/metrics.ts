@@ -216,7 +216,7 @@ export class AgentMetrics {
     });
     counterFrom(registers, 'netpold_flows_closed_by_policy_change_total', 'Live flows closed because a new snapshot no longer allows them (--existing-flows revalidate).', () => p()?.dataplane.counters.closedByPolicyChange);
     counterFrom(registers, 'netpold_upstream_errors_total', 'Upstream connections that failed (refused, timed out, unreachable) or UDP flows that could not be opened; the client is reset.', () => p()?.dataplane.counters.upstreamErrors);
-    counterFrom(registers, 'netpold_udp_datagrams_dropped_total', 'Datagrams of denied UDP flows, dropped.', () => p()?.dataplane.counters.udpDropped);
+    counterFrom(registers, 'netpold_udp_datagrams_dropped_total', 'UDP datagrams dropped by the JS relay: those of denied flows, and replies to pods from the node it could not send (raw socket: no NET_RAW, larger than the path MTU).', () => p()?.dataplane.counters.udpDropped);
     new Counter({
       name: 'netpold_relayed_bytes_total',
       help: 'Bytes relayed for allowed flows, by direction (to_server: from the client to the original destination).',
@@ -319,7 +319,7 @@ export class AgentMetrics {
     counterFrom(registers, 'netpold_engine_udp_flows_total', 'UDP flows the native engine saw start (their first datagrams went to JS for a verdict).', eng((c) => c.udpFlows));
     gaugeFrom(registers, 'netpold_engine_udp_flows_active', 'UDP flows held by the native engine (pending, allowed or remembered as denied).', eng((c) => c.udpActive));
     counterFrom(registers, 'netpold_engine_udp_datagrams_total', 'UDP datagrams relayed by the native engine, both directions (none of them through JS).', eng((c) => c.udpDatagrams));
-    counterFrom(registers, 'netpold_engine_udp_dropped_total', 'UDP datagrams dropped by the native engine (denied flows, full send buffers, a full queue awaiting a verdict).', eng((c) => c.udpDropped));
+    counterFrom(registers, 'netpold_engine_udp_dropped_total', 'UDP datagrams dropped by the native engine (denied flows, full send buffers, a full queue awaiting a verdict, replies from the node larger than the path MTU).', eng((c) => c.udpDropped));
     counterFrom(registers, 'netpold_engine_udp_io_calls_total', 'recvmmsg and sendmmsg calls of the native engine (datagrams per call: the batching achieved).', eng((c) => c.udpRecvCalls + c.udpSendCalls));
 
     // --- flow log and health ------------------------------------------------------------------
