@@ -126,7 +126,8 @@ ${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMa
     # its raw sockets too): the node's own. Its conntrack entry carries our bit (the same bit
     # as the packet mark: software that copies conntrack marks to packets would only route the
     # node's own replies locally, where they go anyway). skuid first: socket is only evaluated
-    # on a packet that has a socket (kernels before 5.18 crashed looking one up in output).
+    # on a packet that has a socket (a lookup in output, with no input device, could crash
+    # kernels older than 5.18).
     ct state new meta skuid >= 0 socket transparent 0 ct mark set ct mark | ${bit}
   }
 }
