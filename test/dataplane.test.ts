@@ -268,7 +268,7 @@ describe('Dataplane over FakeNativeSockets: TCP', () => {
     // connect from there, with a port of its own (0: conntrack must not merge the two legs), to
     // the original destination.
     expect(serverFlows).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: expect.any(Number), dstAddress: WEB_IP, dstPort: 8080 }]);
-    expect(f.tcpConnects).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: 0, dstAddress: WEB_IP, dstPort: 8080, timeoutMs: 1234 }]);
+    expect(f.tcpConnects).toEqual([{ family: 4, srcAddress: CLIENT_IP, srcPort: 0, avoidPort: 40000, dstAddress: WEB_IP, dstPort: 8080, timeoutMs: 1234 }]);
     await waitFor(() => d.table.size === 0, 5000, 'the flow removed from the table');
     expect(d.counters).toMatchObject({
       decisions: { allow: 1, deny: 0 },

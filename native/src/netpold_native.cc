@@ -501,6 +501,8 @@ Napi::Value TcpConnect(const Napi::CallbackInfo& info) {
   int dstPort = static_cast<int>(ArgInt(env, o.Get("dstPort"), call, "dstPort", 1, 65535));
   uint32_t mark = 0;
   bool hasMark = ArgMark(env, o.Get("mark"), call, &mark);
+  Napi::Value avoid = o.Get("avoidPort");
+  uint16_t avoidPort = avoid.IsUndefined() ? 0 : static_cast<uint16_t>(ArgInt(env, avoid, call, "avoidPort", 0, 65535));
   int64_t timeoutMs = ArgInt(env, o.Get("timeoutMs"), call, "timeoutMs", 1, 2147483647LL);
   SockAddr src = ArgAddress(env, family, srcAddress, srcPort, call, "srcAddress");
   SockAddr dst = ArgAddress(env, family, dstAddress, dstPort, call, "dstAddress");
@@ -522,31 +524,47 @@ Napi::Value TcpConnect(const Napi::CallbackInfo& info) {
   data->connects.insert(r);
 
   Failure f;
-  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) f = Failure{errno, "socket", ""};
-  r->fd = fd;
-  if (!f) f = SetTransparent(fd, family);
-  if (!f && srcPort != 0) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
-  if (!f && hasMark) f = SetMark(fd, mark);
-  // Port 0: picked at connect(), unique for the 4-tuple (see "Upstream ports").
-  if (!f && srcPort == 0) f = SetInt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
-  if (!f && bind(fd, src.sa(), src.len) != 0) f = Failure{errno, "bind", ""};
   bool inProgress = false;
-  if (!f) {
-    int rc;
-    do {
-      rc = connect(fd, dst.sa(), dst.len);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      if (errno == EINPROGRESS) {
-        inProgress = true;
-      } else {
-        f = Failure{errno, "connect", ""};
+  // socket, options, bind, non-blocking connect: into r->fd, f and inProgress.
+  auto start = [&]() {
+    int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) f = Failure{errno, "socket", ""};
+    r->fd = fd;
+    if (!f) f = SetTransparent(fd, family);
+    if (!f && srcPort != 0) f = SetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+    if (!f && hasMark) f = SetMark(fd, mark);
+    // Port 0: picked at connect(), unique for the 4-tuple (see "Upstream ports").
+    if (!f && srcPort == 0) f = SetInt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
+    if (!f && bind(fd, src.sa(), src.len) != 0) f = Failure{errno, "bind", ""};
+    if (!f) {
+      int rc;
+      do {
+        rc = connect(fd, dst.sa(), dst.len);
+      } while (rc != 0 && errno == EINTR);
+      if (rc != 0) {
+        if (errno == EINPROGRESS) {
+          inProgress = true;
+        } else {
+          f = Failure{errno, "connect", ""};
+        }
       }
+    }
+  };
+  start();
+  if (!f && srcPort == 0 && avoidPort != 0) {
+    // The kernel picked the port to avoid (the client's: see "Upstream ports")? Another one,
+    // connected while this one still holds it.
+    SockAddr got;
+    got.len = sizeof got.ss;
+    if (getsockname(r->fd, reinterpret_cast<sockaddr*>(&got.ss), &got.len) == 0 && got.Port() == avoidPort) {
+      int first = r->fd;
+      inProgress = false;
+      start();
+      close(first);
     }
   }
   if (!f && inProgress) {
-    int rc = uv_poll_init(loop, &r->poll, fd);
+    int rc = uv_poll_init(loop, &r->poll, r->fd);
     if (rc == 0) {
       r->poll.data = r;
       r->pollStarted = true;

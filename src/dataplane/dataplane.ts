@@ -766,15 +766,24 @@ export class Dataplane {
         const r = reply;
         sendReply = (m) => r.handle.send(m, srcAddr, srcPort);
       }
-      const upstream = this.native.openUdp(
-        toNode
-          ? { family, address: family === 4 ? '0.0.0.0' : '::', port: 0, transparent: false, recvOrigDst: false }
-          : { family, address: srcAddr, port: 0, transparent: true, recvOrigDst: false }, // a port of its own: native/src "Upstream ports"
-        (m) => {
-          e.lastSeen = Date.now();
-          if (sendReply(m)) this.counters.bytesToClient += m.length;
-        },
-      );
+      const open = (): UdpHandle =>
+        this.native.openUdp(
+          toNode
+            ? { family, address: family === 4 ? '0.0.0.0' : '::', port: 0, transparent: false, recvOrigDst: false }
+            : { family, address: srcAddr, port: 0, transparent: true, recvOrigDst: false }, // a port of its own: native/src "Upstream ports"
+          (m) => {
+            e.lastSeen = Date.now();
+            if (sendReply(m)) this.counters.bytesToClient += m.length;
+          },
+        );
+      let upstream = open();
+      if (!toNode && upstream.localPort === srcPort) {
+        // The client's own port, the one 4-tuple that must not be: another, picked while this
+        // one is still held.
+        const other = open();
+        upstream.close();
+        upstream = other;
+      }
       upstream.connect(dstAddr, dstPort);
       flow.upstream = upstream;
     } catch (err) {

@@ -74,8 +74,10 @@ export interface TransparentTcpConnectOptions {
   family: IpFamily;
   /** Source address to connect from: normally the client's (foreign) address. */
   srcAddress: string;
-  /** Source port; 0 = any. A busy port is retried once with 0 (see connectTransparentTcp). */
+  /** Source port; 0 = any (picked at connect, unique for the 4-tuple). A busy port is retried once with 0 (see connectTransparentTcp). */
   srcPort: number;
+  /** With srcPort 0: a port the kernel must not pick (the client's own; see native/src "Upstream ports"). */
+  avoidPort?: number;
   dstAddress: string;
   dstPort: number;
   /** SO_MARK for the upstream socket (e.g. to bypass the TPROXY rules); unset = none. */
@@ -362,6 +364,7 @@ interface NativeBinding {
       dstAddress: string;
       dstPort: number;
       mark?: number;
+      avoidPort?: number;
       timeoutMs: number;
     },
     cb: (err: NativeError | null, fd: number) => void,
@@ -447,6 +450,7 @@ function tcpConnectFd(b: NativeBinding, opts: TransparentTcpConnectOptions, srcP
       timeoutMs: opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     };
     if (opts.mark !== undefined) raw.mark = opts.mark;
+    if (opts.avoidPort !== undefined) raw.avoidPort = opts.avoidPort;
     b.tcpConnect(raw, (err, fd) => (err ? reject(err) : resolve(fd)));
   });
 }

@@ -169,6 +169,7 @@ export async function relayTcpSplice(
     family: entry.family,
     srcAddress: formatAddr(entry.family, entry.src),
     srcPort: 0, // from the client's address, a port of its own: see native/src "Upstream ports"
+    avoidPort: entry.srcPort,
     dstAddress: formatAddr(entry.family, entry.dst),
     dstPort: entry.dstPort,
   };

@@ -17,6 +17,8 @@ export type UpstreamConnector = (opts: {
   family: 4 | 6;
   srcAddress: string;
   srcPort: number;
+  /** A port the kernel must not pick when srcPort is 0 (the client's own). */
+  avoidPort?: number;
   dstAddress: string;
   dstPort: number;
 }) => Promise<Socket>;
@@ -62,6 +64,7 @@ export async function relayTcp(client: Socket, entry: FlowEntry, connect: Upstre
       family: entry.family,
       srcAddress: formatAddr(entry.family, entry.src),
       srcPort: 0, // from the client's address, a port of its own: see native/src "Upstream ports"
+      avoidPort: entry.srcPort,
       dstAddress: formatAddr(entry.family, entry.dst),
       dstPort: entry.dstPort,
     });
