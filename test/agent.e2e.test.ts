@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeMatrix } from '../src/cli/matrix.js';
 import { nativeAddonPath } from '../src/dataplane/native.js';
 import { Lab } from '../src/lab/lab.js';
-import { labRequirementsMissing, sysctls } from '../src/lab/sys.js';
+import { exec, labRequirementsMissing, sysctls } from '../src/lab/sys.js';
 import { compile } from '../src/policy/compile.js';
 import { loadManifestPaths } from '../src/source/files/load.js';
 import type { ClusterState, Protocol } from '../src/model/types.js';
@@ -507,6 +507,77 @@ spec:
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+});
+
+describe.skipIf(skip)('agent and path-MTU discovery', () => {
+  it('an upload from a pod across a narrower link beyond the node completes: the ICMP "fragmentation needed" reaches the agent\'s upstream socket, not the pod', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
+    writeFileSync(
+      join(dir, 'cluster.yaml'),
+      `apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: 198.18.255.1}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: app}
+spec: {nodeName: node-a, containers: [{name: c}]}
+status: {podIP: 198.18.1.10, podIPs: [{ip: 198.18.1.10}]}
+`,
+    );
+    const lab = await Lab.up({ id: id(), manifests: [dir], nodeName: 'node-a', ports: [] });
+    let agent: AgentProcess | undefined;
+    // Beyond the external namespace (a router here), a far host behind a 1280-byte link; both
+    // ends of the pod's path have 1500, so the pod's TCP sends full-size segments and only
+    // the router's ICMP says they do not fit. The far namespace carries the lab's prefix: lab
+    // down removes it with the rest.
+    const far = `${lab.extNamespace.slice(0, -'ext'.length)}far`;
+    const sh = async (argv: string[]) => {
+      const r = await exec('ip', argv);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    };
+    try {
+      await sh(['netns', 'add', far]);
+      await sh(['-n', lab.extNamespace, 'link', 'add', 'vfar', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', far]);
+      await sh(['-n', lab.extNamespace, 'link', 'set', 'vfar', 'mtu', '1280', 'up']);
+      await sh(['-n', lab.extNamespace, 'addr', 'add', '198.19.5.1/32', 'dev', 'vfar']);
+      await sh(['-n', lab.extNamespace, 'route', 'add', '198.19.5.5/32', 'dev', 'vfar']);
+      await sh(['-n', far, 'link', 'set', 'lo', 'up']);
+      await sh(['-n', far, 'link', 'set', 'eth0', 'up']);
+      await sh(['-n', far, 'addr', 'add', '198.19.5.5/32', 'dev', 'eth0']);
+      await sh(['-n', far, 'route', 'add', 'default', 'via', '198.19.5.1', 'dev', 'eth0', 'onlink']);
+      // The node reaches 198.19.0.0/16 on its link to the external namespace: it answers ARP
+      // for the far host and forwards.
+      await sysctls(lab.extNamespace, { 'net.ipv4.ip_forward': 1, 'net.ipv4.conf.eth0.proxy_arp': 1 });
+      const sink = `const s=require('net').createServer(c=>{let n=0;c.on('data',d=>n+=d.length);c.on('end',()=>c.end(String(n)))});s.listen(9000,'198.19.5.5');setTimeout(()=>process.exit(0),60000).unref();`;
+      const upload = `const c=require('net').connect(9000,'198.19.5.5',()=>c.end(Buffer.alloc(200000,120)));let r='';c.on('data',d=>r+=d);c.on('end',()=>{console.log(r);process.exit(0)});c.on('error',e=>{console.log(e.code);process.exit(0)});setTimeout(()=>{console.log('timeout');process.exit(0)},6000);`;
+      const server = spawn('ip', ['netns', 'exec', far, process.execPath, '-e', sink], { stdio: 'ignore' });
+      try {
+        await new Promise((r) => setTimeout(r, 500));
+        const run = async () => (await exec('ip', ['netns', 'exec', lab.podNamespace('app/client'), process.execPath, '-e', upload], { timeoutMs: 15_000 })).stdout.trim();
+        expect(await run()).toBe('200000'); // no agent: the node forwards, the pod learns the path MTU
+        agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a']);
+        await agent.waitFor((l) => l.msg === 'ready');
+        // The relay's upstream socket sends the pod's bytes; forget what the node learned.
+        await sh(['-n', lab.nodeNamespace, 'route', 'flush', 'cache']);
+        expect(await run()).toBe('200000');
+        expect(await agent.stop()).toBe(0);
+        agent = undefined;
+      } finally {
+        server.kill();
+      }
+    } finally {
+      await agent?.stop();
+      await lab.down();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
 
 describe.skipIf(skip)('agent and other software marking packets', () => {

@@ -45,7 +45,7 @@ describe('interception ruleset', () => {
     expect(r.indexOf('socket transparent 1')).toBeLessThan(r.indexOf('tproxy'));
     // The mark bit is OR-ed in wherever it is set: other software's bits stay.
     const sets = r.match(/meta mark set [^\n]*?(?= accept)/g) ?? [];
-    expect(sets.length).toBe(9); // the return path and 8 redirects
+    expect(sets.length).toBe(10); // the return path (TCP/UDP and ICMP errors) and 8 redirects
     for (const m of sets) expect(m).toBe('meta mark set meta mark | 0x2000');
     // Loading the text replaces the table atomically.
     expect(r.startsWith('table inet netpold\ndelete table inet netpold\n')).toBe(true);

@@ -105,6 +105,10 @@ table inet ${c.table} {
     iif lo return
     # Return traffic of the agent's transparent upstream sockets: deliver it locally to them.
     meta l4proto { tcp, udp } socket transparent 1 meta mark set ${mark} accept
+    # ICMP errors about the agent's own connections (fragmentation needed, packet too big), to
+    # those sockets (the socket match reads the packet inside the error): path-MTU discovery
+    # for relayed flows (forwarded to the pod, the error would find no connection there).
+    meta l4proto { icmp, ipv6-icmp } socket transparent 1 meta mark set ${mark} accept
     # Replies to connections the node itself opened (kubelet probes, host-network pods, an API
     # server calling a webhook; marked in local_out): the node's traffic to its pods is always
     # allowed, and redirecting a reply would reset it (its socket is not the agent's).
