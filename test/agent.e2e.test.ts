@@ -370,11 +370,8 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
   });
 });
 
-describe.skipIf(skip)('agent on a node as Kubernetes sets them up', () => {
-  // One namespace, three pods; the server admits only the client. The node adds what kube-proxy
-  // and the CNI add on real nodes: a Service address (DNAT), masquerade of pod traffic leaving
-  // the cluster, and a CNI policy-routing rule for a pod address (AWS VPC CNI style).
-  const MANIFESTS = `apiVersion: v1
+/** Manifests' start for the node tests below: the node node-a and the namespace app. */
+const NODE_A_AND_APP = `apiVersion: v1
 kind: Node
 metadata: {name: node-a}
 status: {addresses: [{type: InternalIP, address: 198.18.255.1}]}
@@ -383,7 +380,13 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: app}
 ---
-apiVersion: v1
+`;
+
+describe.skipIf(skip)('agent on a node as Kubernetes sets them up', () => {
+  // One namespace, three pods; the server admits only the client. The node adds what kube-proxy
+  // and the CNI add on real nodes: a Service address (DNAT), masquerade of pod traffic leaving
+  // the cluster, and a CNI policy-routing rule for a pod address (AWS VPC CNI style).
+  const MANIFESTS = `${NODE_A_AND_APP}apiVersion: v1
 kind: List
 items:
 - apiVersion: v1
@@ -514,16 +517,7 @@ describe.skipIf(skip)('agent and path-MTU discovery', () => {
     const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
     writeFileSync(
       join(dir, 'cluster.yaml'),
-      `apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-status: {addresses: [{type: InternalIP, address: 198.18.255.1}]}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: app}
----
-apiVersion: v1
+      `${NODE_A_AND_APP}apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: app}
 spec: {nodeName: node-a, containers: [{name: c}]}
