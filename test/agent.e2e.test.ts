@@ -370,6 +370,38 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
   });
 });
 
+/**
+ * A lab built from `files` (file name -> YAML, written to a fresh folder) after the manifest
+ * paths in `more`; `body` gets the lab and start(args): an agent in its node namespace (every
+ * manifest, --node-name node-a, then `args`), once it is ready. Every agent started is stopped,
+ * and the lab and the folder removed, however the body ends.
+ */
+async function withLab(
+  files: Record<string, string>,
+  more: readonly string[],
+  ports: number[],
+  body: (lab: Lab, start: (args?: readonly string[]) => Promise<AgentProcess>) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  const manifests = [...more, dir];
+  const agents: AgentProcess[] = [];
+  let lab: Lab | undefined;
+  try {
+    const l = (lab = await Lab.up({ id: id(), manifests, nodeName: 'node-a', ports }));
+    await body(l, async (args = []) => {
+      const a = AgentProcess.start(l.nodeNamespace, ['--manifests', ...manifests, '--node-name', 'node-a', ...args]);
+      agents.push(a);
+      await a.waitFor((r) => r.msg === 'ready');
+      return a;
+    });
+  } finally {
+    for (const a of agents) await a.stop();
+    await lab?.down();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Manifests' start for the node tests below: the node node-a and the namespace app. */
 const NODE_A_AND_APP = `apiVersion: v1
 kind: Node
@@ -440,13 +472,9 @@ spec:
 `;
 
   it('the node reaches its pods (probes), egress is masqueraded, a pod reaches itself through its Service, and CNI routing rules do not take redirected traffic; policy is enforced throughout', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
-    writeFileSync(join(dir, 'cluster.yaml'), MANIFESTS);
-    const lab = await Lab.up({ id: id(), manifests: [dir], nodeName: 'node-a', ports: [8080] });
-    let agent: AgentProcess | undefined;
-    const probe = async (from: string, to: string, port: number, protocol: 'TCP' | 'UDP', timeoutMs = 3000) =>
-      (await lab.probe(from, to, port, protocol, { timeoutMs })).result;
-    try {
+    await withLab({ 'cluster.yaml': MANIFESTS }, [], [8080], async (lab, start) => {
+      const probe = async (from: string, to: string, port: number, protocol: 'TCP' | 'UDP', timeoutMs = 3000) =>
+        (await lab.probe(from, to, port, protocol, { timeoutMs })).result;
       for (const [ns, text] of [
         [lab.nodeNamespace, NODE_RULES],
         [lab.extNamespace, EXT_RULES],
@@ -456,7 +484,6 @@ spec:
         expect(r.code).toBe(0);
       }
       expect((await lab.exec(lab.nodeNamespace, ['ip', 'rule', 'add', 'to', '198.18.1.20', 'lookup', 'main', 'priority', '512'])).code).toBe(0);
-      const args = ['--manifests', dir, '--node-name', 'node-a'];
       /** Every expectation of this node, for the agent running now. */
       const expectations = async (): Promise<void> => {
         for (const proto of ['TCP', 'UDP'] as const) {
@@ -481,8 +508,7 @@ spec:
         expect(await probe('app/client', 'app/dns', 5353, 'UDP')).toBe('connected');
         expect(await probe('198.19.0.7', 'app/dns', 5353, 'UDP')).toBe('connected');
       };
-      agent = AgentProcess.start(lab.nodeNamespace, args);
-      await agent.waitFor((l) => l.msg === 'ready');
+      let agent = await start();
       await expectations();
       // src_valid_mark=1 (Tailscale and wg-quick set it): the reverse-path check of a redirected
       // packet runs with its mark; the agent's companion rule keeps it off the local route.
@@ -492,51 +518,38 @@ spec:
       expect(await agent.stop()).toBe(0);
 
       // The JS relay (the fallback) on the same node: the same answers.
-      agent = AgentProcess.start(lab.nodeNamespace, [...args, '--relay', 'js']);
-      await agent.waitFor((l) => l.msg === 'ready');
+      agent = await start(['--relay', 'js']);
       await expectations();
       expect(await agent.stop()).toBe(0);
 
       // The fwmark rule behind the CNI's (as before --rule-priority): the redirected connection
       // is routed by the CNI's rule, and the kernel drops it (no forwarding of a TPROXYed packet).
-      agent = AgentProcess.start(lab.nodeNamespace, [...args, '--rule-priority', '4242']);
-      await agent.waitFor((l) => l.msg === 'ready');
+      agent = await start(['--rule-priority', '4242']);
       expect(await probe('app/client', 'app/server', 8080, 'TCP', 1500)).not.toBe('connected');
       expect(await agent.stop()).toBe(0);
-      agent = undefined;
-    } finally {
-      await agent?.stop();
-      await lab.down();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 120_000);
 });
 
 describe.skipIf(skip)('agent and path-MTU discovery', () => {
   it('an upload from a pod across a narrower link beyond the node completes: the ICMP "fragmentation needed" reaches the agent\'s upstream socket, not the pod', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
-    writeFileSync(
-      join(dir, 'cluster.yaml'),
-      `${NODE_A_AND_APP}apiVersion: v1
+    const client = `${NODE_A_AND_APP}apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: app}
 spec: {nodeName: node-a, containers: [{name: c}]}
 status: {podIP: 198.18.1.10, podIPs: [{ip: 198.18.1.10}]}
-`,
-    );
-    const lab = await Lab.up({ id: id(), manifests: [dir], nodeName: 'node-a', ports: [] });
-    let agent: AgentProcess | undefined;
-    // Beyond the external namespace (a router here), a far host behind a 1280-byte link; both
-    // ends of the pod's path have 1500, so the pod's TCP sends full-size segments and only
-    // the router's ICMP says they do not fit. The far namespace carries the lab's prefix: lab
-    // down removes it with the rest.
-    const far = `${lab.extNamespace.slice(0, -'ext'.length)}far`;
-    const sh = async (argv: string[]) => {
-      const r = await exec('ip', argv);
-      expect(r.stderr).toBe('');
-      expect(r.code).toBe(0);
-    };
-    try {
+`;
+    await withLab({ 'cluster.yaml': client }, [], [], async (lab, start) => {
+      // Beyond the external namespace (a router here), a far host behind a 1280-byte link; both
+      // ends of the pod's path have 1500, so the pod's TCP sends full-size segments and only
+      // the router's ICMP says they do not fit. The far namespace carries the lab's prefix: lab
+      // down removes it with the rest.
+      const far = `${lab.extNamespace.slice(0, -'ext'.length)}far`;
+      const sh = async (argv: string[]) => {
+        const r = await exec('ip', argv);
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+      };
       await sh(['netns', 'add', far]);
       await sh(['-n', lab.extNamespace, 'link', 'add', 'vfar', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', far]);
       await sh(['-n', lab.extNamespace, 'link', 'set', 'vfar', 'mtu', '1280', 'up']);
@@ -556,21 +569,15 @@ status: {podIP: 198.18.1.10, podIPs: [{ip: 198.18.1.10}]}
         await new Promise((r) => setTimeout(r, 500));
         const run = async () => (await exec('ip', ['netns', 'exec', lab.podNamespace('app/client'), process.execPath, '-e', upload], { timeoutMs: 15_000 })).stdout.trim();
         expect(await run()).toBe('200000'); // no agent: the node forwards, the pod learns the path MTU
-        agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a']);
-        await agent.waitFor((l) => l.msg === 'ready');
+        const agent = await start();
         // The relay's upstream socket sends the pod's bytes; forget what the node learned.
         await sh(['-n', lab.nodeNamespace, 'route', 'flush', 'cache']);
         expect(await run()).toBe('200000');
         expect(await agent.stop()).toBe(0);
-        agent = undefined;
       } finally {
         server.kill();
       }
-    } finally {
-      await agent?.stop();
-      await lab.down();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 90_000);
 });
 
@@ -578,10 +585,7 @@ describe.skipIf(skip)('agent and other software marking packets', () => {
   it('traffic another component marked with its own bit (kube-proxy masquerade, 0x4000) is forwarded as before, and pod traffic carrying that bit is still enforced; an agent given that bit as --fwmark breaks the forwarded traffic', async () => {
     // A pod on another node (the lab gives it a namespace behind this node, like a remote pod
     // reached through it): its traffic passes this node without being redirected.
-    const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
-    writeFileSync(
-      join(dir, 'remote.yaml'),
-      `apiVersion: v1
+    const remote = `apiVersion: v1
 kind: Namespace
 metadata: {name: remote}
 ---
@@ -592,12 +596,8 @@ spec:
   nodeName: node-b
   containers: [{name: web, ports: [{containerPort: 8080}]}]
 status: {podIP: 198.18.9.10, podIPs: [{ip: 198.18.9.10}]}
-`,
-    );
-    const manifests = [join(root, 'examples/demo'), dir];
-    const lab = await Lab.up({ id: id(), manifests, nodeName: 'node-a', ports: [8080] });
-    let agent: AgentProcess | undefined;
-    try {
+`;
+    await withLab({ 'remote.yaml': remote }, [join(root, 'examples/demo')], [8080], async (lab, start) => {
       // What kube-proxy does to traffic it will masquerade (KUBE-MARK-MASQ: NodePort traffic,
       // --masquerade-all): bit 14 OR-ed into the mark in prerouting, before our chain.
       const kp = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], {
@@ -605,9 +605,7 @@ status: {podIP: 198.18.9.10, podIPs: [{ip: 198.18.9.10}]}
       });
       expect(kp.stderr).toBe('');
       expect(kp.code).toBe(0);
-      const args = ['--manifests', ...manifests, '--node-name', 'node-a'];
-      agent = AgentProcess.start(lab.nodeNamespace, args);
-      await agent.waitFor((l) => l.msg === 'ready');
+      let agent = await start();
       expect((await lab.probe('198.19.0.7', 'remote/web', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
       expect((await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
       expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('reset');
@@ -615,20 +613,14 @@ status: {podIP: 198.18.9.10, podIPs: [{ip: 198.18.9.10}]}
 
       // The same bit as ours: the marked traffic for the remote pod is routed to the node's
       // local stack, where nothing listens (the reason for the default bit and the warning).
-      agent = AgentProcess.start(lab.nodeNamespace, [...args, '--fwmark', '0x4000']);
+      agent = await start(['--fwmark', '0x4000']);
       const warned = await agent.waitFor((l) => l.msg.includes('shares bits 0x4000 with kube-proxy'));
       expect(warned.level).toBe('warn');
-      await agent.waitFor((l) => l.msg === 'ready');
       expect((await lab.probe('198.19.0.7', 'remote/web', 8080, 'TCP', { timeoutMs: 1500 })).result).not.toBe('connected');
       expect(await agent.stop()).toBe(0);
-      agent = undefined;
       // Without the agent, forwarded as before.
       expect((await lab.probe('198.19.0.7', 'remote/web', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
-    } finally {
-      await agent?.stop();
-      await lab.down();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 90_000);
 });
 

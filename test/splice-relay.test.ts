@@ -526,23 +526,35 @@ describe.skipIf(skipReason !== '')(title('splice relay specifics'), () => {
     ns = loadNativeSockets();
   });
 
+  /**
+   * Starts the engine relaying b <-> c; the function returned waits for its completion, then
+   * closes b and c and waits until both far ends (`peers`) have seen the end.
+   */
+  const relayBetween = (b: net.Socket, c: net.Socket, peers: Peer[]) => {
+    const done = new Promise<[SpliceRelayEnd, number, number, number]>((resolve) => {
+      ns.spliceRelay!(socketFd(b), socketFd(c), (...args) => resolve(args));
+    });
+    return async (): Promise<[SpliceRelayEnd, number, number, number]> => {
+      const r = await within(done, 5000, 'completion');
+      b.destroy();
+      c.destroy();
+      await within(Promise.all(peers.map((p) => p.closedP)), 5000, 'both ends closed');
+      return r;
+    };
+  };
+
   it('spliceRelay on two socket pairs: bytes, FINs, and the completion (null, counts, syscalls)', async () => {
     // Two loopback connections: a <-> b (the "client" side) and c <-> d (the "upstream" side);
     // the engine relays b <-> c; the test talks through a and d.
     const [a, b] = await socketPair();
     const [d, c] = await socketPair();
     const before = ns.spliceCounters!();
-    const done = new Promise<[SpliceRelayEnd, number, number, number]>((resolve) => {
-      ns.spliceRelay!(socketFd(b), socketFd(c), (...args) => resolve(args));
-    });
     const ap = new Peer(a);
     const dp = new Peer(d);
+    const finished = relayBetween(b, c, [ap, dp]);
     a.end('to the server');
     d.end('to the client!');
-    const [end, toServer, toClient, syscalls] = await within(done, 5000, 'completion');
-    b.destroy();
-    c.destroy();
-    await within(Promise.all([ap.closedP, dp.closedP]), 5000, 'both ends closed');
+    const [end, toServer, toClient, syscalls] = await finished();
     expect(end).toBeNull();
     expect([toServer, toClient]).toEqual([13, 14]);
     expect(dp.text()).toBe('to the server');
@@ -571,13 +583,7 @@ describe.skipIf(skipReason !== '')(title('splice relay specifics'), () => {
     a.end('queued with its FIN');
     d.on('end', () => d.end('and the other way'));
     await new Promise((r) => setTimeout(r, 100)); // they arrive at b (paused: unread)
-    const done = new Promise<[SpliceRelayEnd, number, number, number]>((resolve) => {
-      ns.spliceRelay!(socketFd(b), socketFd(c), (...args) => resolve(args));
-    });
-    const [end, toServer, toClient] = await within(done, 5000, 'completion');
-    b.destroy();
-    c.destroy();
-    await within(Promise.all([ap.closedP, dp.closedP]), 5000, 'both ends closed');
+    const [end, toServer, toClient] = await relayBetween(b, c, [ap, dp])();
     expect(end).toBeNull();
     expect([toServer, toClient]).toEqual([19, 17]);
     expect(dp.text()).toBe('queued with its FIN');

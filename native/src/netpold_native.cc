@@ -2341,6 +2341,24 @@ void Put32(uint8_t* p, uint32_t v) {
 // the headers' length, 0 if the datagram cannot be carried. The UDP checksum covers the
 // pseudo-header, the UDP header and the payload (mandatory for IPv6). For IPv4 the kernel fills
 // in the header checksum and the id (raw(7), IP_HDRINCL).
+// A raw socket for whole UDP datagrams (headers included), non-blocking; -1 and *f on failure.
+// IPv4 IPPROTO_RAW implies IP_HDRINCL; IPv6 needs it said. Transparent: the interception's
+// output chain takes connections of non-transparent local sockets for the node's own.
+int OpenRawSocket(int family, Failure* f) {
+  int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (s < 0) {
+    *f = Failure{errno, "socket", "SOCK_RAW"};
+    return -1;
+  }
+  *f = family == 6 ? SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL") : Failure{};
+  if (!*f) *f = SetTransparent(s, family);
+  if (*f) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
 size_t BuildUdpHeaders(const UdpKey& k, char* hdr, size_t len, const void* payload) {
   auto* h = reinterpret_cast<uint8_t*>(hdr);
   const size_t ulen = 8 + len;
@@ -2716,17 +2734,10 @@ void Loop::ApplyUdpVerdict(const Cmd& c) {
 int Loop::RawSocket(int family, Failure* fail) {
   int& fd = raw_[family == 6 ? 1 : 0];
   if (fd >= 0) return fd;
-  Stats& stats = TheEngine().stats;
-  stats.syscalls.fetch_add(2, std::memory_order_relaxed);
-  int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
+  TheEngine().stats.syscalls.fetch_add(3, std::memory_order_relaxed);
   Failure f;
-  if (s < 0) f = Failure{errno, "socket", "SOCK_RAW"};
-  // IPv4 IPPROTO_RAW implies IP_HDRINCL; IPv6 needs it said. Transparent: the interception's
-  // output chain takes connections of non-transparent local sockets for the node's own.
-  if (!f && family == 6) f = SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL");
-  if (!f) f = SetTransparent(s, family);
-  if (f) {
-    if (s >= 0) close(s);
+  int s = OpenRawSocket(family, &f);
+  if (s < 0) {
     if (fail != nullptr) *fail = f;
     return -1;
   }
@@ -3860,15 +3871,9 @@ Napi::Value UdpSendRaw(const Napi::CallbackInfo& info) {
   static int raw[2] = {-1, -1};  // process-wide, JS thread only, opened on first use
   int& fd = raw[family == 6 ? 1 : 0];
   if (fd < 0) {
-    int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
-    if (s < 0) throw SysError(env, errno, call, "socket", "SOCK_RAW");
-    Failure f = family == 6 ? SetInt(s, IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL") : Failure{};
-    if (!f) f = SetTransparent(s, family);  // as Loop::RawSocket
-    if (f) {
-      close(s);
-      throw SysError(env, f.err, call, f.syscall, f.detail);
-    }
-    fd = s;
+    Failure f;
+    fd = OpenRawSocket(family, &f);
+    if (fd < 0) throw SysError(env, f.err, call, f.syscall, f.detail);
   }
   char hdr[kRawHdrMax];
   size_t hlen = BuildUdpHeaders(k, hdr, msg.ByteLength(), msg.Data());

@@ -148,7 +148,6 @@ export class Dataplane {
   /** Live flows let through by audit mode (metrics: active flows by verdict). */
   private readonly auditedFlows = new WeakSet<FlowEntry>();
   // Scratch reused by every decision: the hot path allocates no key or result per packet.
-  private localAddrs = new Set<string>();
   private ipvsReported = false;
   private bridgeReported = false;
   private rawSendReported = false;
@@ -291,7 +290,6 @@ export class Dataplane {
         'kube-proxy runs in IPVS mode on this node (interface kube-ipvs0): Service traffic is translated after interception and is not enforced; run kube-proxy in iptables or nftables mode',
       );
     }
-    this.localAddrs = next;
     const table = new AddrTable(next.size + 1);
     const w = new Uint32Array(4);
     for (const a of next) {
@@ -430,7 +428,7 @@ export class Dataplane {
       return;
     }
     this.liveTcp++;
-    const toNode = this.localAddrs.has(flow.dstAddress) || flow.srcAddress === flow.dstAddress;
+    const toNode = this.fromNode(key);
     const connect: UpstreamConnector = toNode
       ? (o) => connectPlain(o.dstAddress, o.dstPort, this.config.connectTimeoutMs)
       : (o) => this.native.connectTransparentTcp({ ...o, timeoutMs: this.config.connectTimeoutMs });
@@ -706,7 +704,7 @@ export class Dataplane {
       }
       this.decideFirst(snap, key, e, 1);
       if (e.state === 'allowed') {
-        if (!this.openUdpFlow(e, srcAddr, srcPort, dstAddr, dstPort)) {
+        if (!this.openUdpFlow(e, this.fromNode(key), srcAddr, srcPort, dstAddr, dstPort)) {
           this.table.remove(e);
           return;
         }
@@ -720,14 +718,14 @@ export class Dataplane {
     if (f?.upstream && f.upstream.send(msg)) this.counters.bytesToServer += msg.length;
   }
 
-  /** Opens the flow's sockets: upstream from the client's address, reply from the server's. */
-  private openUdpFlow(e: FlowEntry, srcAddr: string, srcPort: number, dstAddr: string, dstPort: number): boolean {
+  /**
+   * Opens the flow's sockets: upstream from the client's address (from the node's when
+   * `toNode`, see fromNode), reply from the server's.
+   */
+  private openUdpFlow(e: FlowEntry, toNode: boolean, srcAddr: string, srcPort: number, dstAddr: string, dstPort: number): boolean {
     const family = e.family;
     const flow: UdpFlow = { upstream: undefined, reply: undefined };
     try {
-      // From the client's own address, or from the node's when the destination is the node
-      // itself (see refreshLocalAddresses) or the client (fromNode).
-      const toNode = this.localAddrs.has(dstAddr) || srcAddr === dstAddr;
       // Replies are sent from the original destination's address and port: through a raw
       // socket when that is the node (a node server may hold the address and port: see
       // sendUdpRaw), else through a socket bound there, which also receives client datagrams the
