@@ -529,7 +529,77 @@ spec:
       expect(await agent.stop()).toBe(0);
     });
   }, 120_000);
+
+  it('a connection the node opened to a pod before the agent started ends cleanly while it runs: its replies are not taken for pod traffic', async () => {
+    await withLab({ 'cluster.yaml': MANIFESTS }, [], [8080], async (lab, start) => {
+      // kube-proxy's NAT rules keep conntrack tracking the node's connections before the agent
+      // starts (conntrack is what tells the reply direction; a namespace with no rule that needs
+      // it tracks nothing, and the FIN would be picked up as a new flow from the pod).
+      const r = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], { input: NODE_RULES });
+      expect(r.code, r.stderr).toBe(0);
+      const held = holdNodeConnection(lab.nodeNamespace, '198.18.1.20', 8080);
+      try {
+        expect(await held.opened).toBe('app/server');
+        const agent = await start();
+        // The node half-closes; the responder then ends too: its FIN, a reply-direction packet
+        // to the node, must reach the node's socket and not the agent's listener (which would
+        // answer it with a reset the node never sees, leaving the node waiting).
+        expect(await held.finish()).toBe('end');
+        // New node connections too, for comparison.
+        expect((await lab.probe('198.18.255.1', 'app/server', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
+        expect(await agent.stop()).toBe(0);
+      } finally {
+        held.kill();
+      }
+    });
+  }, 60_000);
 });
+
+/**
+ * A TCP connection from the node (namespace `netns`) to `host:port`, held open by a child
+ * process: `opened` resolves with the responder's line; `finish()` half-closes the node's side and
+ * resolves with how the connection ended: 'end' (the pod's FIN arrived), 'error CODE', or
+ * 'timeout' (nothing within 4 s). The child exits by itself after 60 s at the latest.
+ */
+function holdNodeConnection(netns: string, host: string, port: number): { opened: Promise<string>; finish: () => Promise<string>; kill: () => void } {
+  const script = `
+const s = require('net').connect(${port}, ${JSON.stringify(host)});
+let buf = '', opened = false;
+const say = (t) => process.stdout.write(t + '\\n');
+s.setEncoding('utf8');
+s.on('data', (d) => { buf += d; if (!opened && buf.includes('\\n')) { opened = true; say('opened ' + buf.trim()); } });
+s.on('end', () => { say('end'); process.exit(0); });
+s.on('error', (e) => { say('error ' + e.code); process.exit(0); });
+process.stdin.once('data', () => { s.end(); setTimeout(() => { say('timeout'); process.exit(0); }, 4000); });
+setTimeout(() => process.exit(1), 60000);`;
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  const waiters: (() => void)[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    lines.push(...d.split('\n').filter(Boolean));
+    for (const w of waiters.splice(0)) w();
+  });
+  child.on('close', () => {
+    lines.push('exited');
+    for (const w of waiters.splice(0)) w();
+  });
+  const next = (i: number): Promise<string> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (lines.length > i) resolve(lines[i]!);
+        else waiters.push(check);
+      };
+      check();
+    });
+  return {
+    opened: next(0).then((l) => l.replace(/^opened /, '')),
+    finish: () => {
+      child.stdin!.write('go\n');
+      return next(1);
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}
 
 describe.skipIf(skip)('agent and path-MTU discovery', () => {
   it('an upload from a pod across a narrower link beyond the node completes: the ICMP "fragmentation needed" reaches the agent\'s upstream socket, not the pod', async () => {

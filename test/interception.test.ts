@@ -33,7 +33,9 @@ describe('interception ruleset', () => {
     const r = renderRuleset(DEFAULT_INTERCEPTION, pods);
     expect(r).toContain('elements = { 198.18.1.10, 198.18.1.20 }');
     expect(r).toContain('elements = { 2001:2::1:10 }');
-    expect(r).not.toMatch(/fib daddr type local/);
+    expect(r).not.toMatch(/fib daddr type local return/);
+    // The node's own connections: their replies pass, told by conntrack's direction.
+    expect(r).toMatch(/ct direction reply fib daddr type local accept/);
     expect(r).toMatch(/priority dstnat \+ 10/);
     for (const l4 of ['tcp', 'udp']) {
       expect(r).toContain(`meta l4proto ${l4} ip saddr @pods_v4 tproxy ip to 127.0.0.1:15001`);

@@ -110,9 +110,13 @@ table inet ${c.table} {
     # for relayed flows (forwarded to the pod, the error would find no connection there).
     meta l4proto { icmp, ipv6-icmp } socket transparent 1 meta mark set ${mark} accept
     # Replies to connections the node itself opened (kubelet probes, host-network pods, an API
-    # server calling a webhook; marked in local_out): the node's traffic to its pods is always
-    # allowed, and redirecting a reply would reset it (its socket is not the agent's).
-    ct direction reply ct mark & ${bit} == ${bit} accept${pods ? '' : `
+    # server calling a webhook): the reply direction of a conntrack entry, addressed to the
+    # node. The node's traffic to its pods is always allowed, and redirecting a reply would
+    # reset it (its socket is not the agent's). Told by the entry, not by a mark set when the
+    # connection opened, so connections already open when this table is loaded (a kubectl exec
+    # stream through the kubelet, at the agent's first start or after a crash) pass as well.
+    # What a pod starts is the original direction, whoever it is addressed to.
+    ct direction reply fib daddr type local accept${pods ? '' : `
     # Fail-closed phase: leave traffic to the node itself alone.
     fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
@@ -123,16 +127,6 @@ ${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMa
     `    meta l4proto tcp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} reject with tcp reset`,
     `    meta l4proto udp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} drop`,
   ])).join('\n')}
-  }
-  chain local_out {
-    type filter hook output priority filter; policy accept;
-    # A new connection from a local socket that is not one of the agent's (all transparent,
-    # its raw sockets too): the node's own. Its conntrack entry carries our bit (the same bit
-    # as the packet mark: software that copies conntrack marks to packets would only route the
-    # node's own replies locally, where they go anyway). skuid first: socket is only evaluated
-    # on a packet that has a socket (a lookup in output, with no input device, could crash
-    # kernels older than 5.18).
-    ct state new meta skuid >= 0 socket transparent 0 ct mark set ct mark | ${bit}
   }
 }
 `;
