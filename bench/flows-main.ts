@@ -1,4 +1,4 @@
-// `npm run bench:flows [-- --quick] [-- --json] [-- --sizes 10,1000] [-- --rounds N] [-- --out DIR]`
+// `npm run bench:flows [-- --quick] [-- --json] [-- --sizes 10,1000] [-- --rounds N] [-- --out DIR] [-- --modes none,kernel,agent,relay,sockmap]`
 // (root, iproute2, nftables, a C compiler). Progress goes to stderr; stdout gets the Markdown
 // table, or with --json exactly one JSON object {"modes": {"none": M, "kernel": M, "agent": M}, ...}.
 // (`npm run -s ...` keeps npm's own banner off stdout.)
@@ -16,8 +16,9 @@ async function main(argv: string[]): Promise<void> {
     .option('--rounds <n>', 'rounds of none, kernel, agent (default 5; --quick: 2)')
     .option('--out <dir>', 'also write flows.json and flows.md there')
     .option('--agent-relay <how>', "the agent's TCP relay: splice (default, as the agent) or js")
+    .option('--modes <list>', 'modes, comma-separated, from none, kernel, agent (the default three) and the yardstick relays relay, sockmap (TCP only)')
     .parse(argv);
-  const o = program.opts<{ quick?: boolean; json?: boolean; sizes?: string; rounds?: string; out?: string; agentRelay?: string }>();
+  const o = program.opts<{ quick?: boolean; json?: boolean; sizes?: string; rounds?: string; out?: string; agentRelay?: string; modes?: string }>();
   const cfg = flowConfigFromArgs(o);
   const report = await withSignalAbort((signal) => runFlowBench(cfg, { log: (t) => process.stderr.write(`${t}\n`), signal }));
   const md = formatFlowMarkdown(report);

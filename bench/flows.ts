@@ -16,6 +16,15 @@
 //   udpdgram  echoed datagrams/s on a few established UDP flows
 // Each phase uses its own server ports, so no 4-tuple is reused between phases; each run has its
 // own client namespace, so no source port is reused between modes or rounds.
+//
+// Two yardstick modes, only when asked for (`--modes`): the smallest TPROXY relay we could write
+// (bench/c/relay.c, no policy, no JavaScript) in the node namespace instead of the agent, so the
+// agent's distance to the kernel splits into what terminating the connection costs and what the
+// agent adds:
+//   relay    the C relay with splice(2) through a pipe per direction, on one epoll thread;
+//   sockmap  the C relay handing both sockets to a BPF sockhash whose sk_skb verdict program
+//            redirects every skb to the peer (an experiment: not byte-exact at close).
+// They relay TCP only: their UDP phases are not run (the UDP rows say n/a).
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,10 +38,13 @@ import { hardware, type Hardware } from './hardware.js';
 import { parsePrometheus, promValue } from './procfs.js';
 import {
   cCompiler,
+  ensureCProgram,
   ensureLoadgen,
   runLoadgen,
   startLoadgenServer,
+  startRelay,
   stopAllLoadgens,
+  type LoadgenServer,
   type CpuTicks,
   type Hist,
   type LatencyOut,
@@ -42,8 +54,18 @@ import {
   type UdpFlowsOut,
 } from './loadgen.js';
 
-export type Mode = 'none' | 'kernel' | 'agent';
+export type Mode = 'none' | 'kernel' | 'agent' | 'relay' | 'sockmap';
+/** The default modes (bench:flows and bench). */
 export const MODES: readonly Mode[] = ['none', 'kernel', 'agent'];
+/** Every mode `--modes` accepts: the defaults and the two yardstick relays. */
+export const ALL_MODES: readonly Mode[] = [...MODES, 'relay', 'sockmap'];
+/** Modes that relay TCP only (their UDP phases are skipped). */
+const TCP_ONLY_MODES: ReadonlySet<Mode> = new Set(['relay', 'sockmap']);
+/** The yardstick relay's listening port in the node namespace (127.0.0.1). */
+const RELAY_PORT = 15001;
+/** The yardstick relay's mark and routing table (the agent's are not in the same lab). */
+const RELAY_MARK = 0x2000;
+const RELAY_TABLE = 4243;
 
 export interface FlowBenchConfig {
   /** Policy counts. */
@@ -239,7 +261,7 @@ export const MEASUREMENT: Record<string, string> = {
 };
 
 /** The configuration of `--quick`, `--sizes`, `--rounds` (shared by bench:flows and bench). */
-export function flowConfigFromArgs(o: { quick?: boolean; sizes?: string; rounds?: string; agentRelay?: string }): FlowBenchConfig {
+export function flowConfigFromArgs(o: { quick?: boolean; sizes?: string; rounds?: string; agentRelay?: string; modes?: string }): FlowBenchConfig {
   const base = o.quick ? QUICK_CONFIG : FULL_CONFIG;
   const cfg: FlowBenchConfig = { ...base, sizes: [...base.sizes], modes: [...base.modes] };
   if (o.agentRelay !== undefined) {
@@ -253,6 +275,13 @@ export function flowConfigFromArgs(o: { quick?: boolean; sizes?: string; rounds?
   if (o.rounds !== undefined) {
     cfg.rounds = Number(o.rounds);
     if (!Number.isInteger(cfg.rounds)) throw new Error(`--rounds: expected an integer, not ${o.rounds}`);
+  }
+  if (o.modes !== undefined) {
+    const modes = o.modes.split(',').map((m) => m.trim());
+    const unknown = modes.filter((m) => !ALL_MODES.includes(m as Mode));
+    if (unknown.length > 0 || modes.length === 0) throw new Error(`--modes: comma-separated, from ${ALL_MODES.join(', ')}; not ${unknown.join(', ') || o.modes}`);
+    if (new Set(modes).size !== modes.length) throw new Error(`--modes: ${o.modes} names a mode twice`);
+    cfg.modes = modes as Mode[];
   }
   return cfg;
 }
@@ -294,6 +323,7 @@ export async function runFlowBench(cfg: FlowBenchConfig, opts: FlowBenchOptions 
   if (missing.length > 0) throw new Error(`the flow benchmark needs ${missing.join(', ')}`);
   checkConfig(cfg);
   ensureLoadgen(log);
+  if (cfg.modes.some((m) => TCP_ONLY_MODES.has(m))) ensureCProgram('relay', log);
   raiseOpenFilesLimit();
   const started = Date.now();
   const startedAt = new Date().toISOString();
@@ -379,7 +409,7 @@ function checkConfig(cfg: FlowBenchConfig): void {
   if (cfg.sizes.length === 0 || cfg.sizes.length > 10) bad('1 to 10 sizes');
   for (const s of cfg.sizes) if (!Number.isInteger(s) || s < 2 || s > 100_000) bad(`size ${s}: policies must be 2 to 100000`);
   if (!Number.isInteger(cfg.rounds) || cfg.rounds < 1 || cfg.rounds > 50) bad('rounds must be 1 to 50');
-  if (cfg.modes.length === 0 || cfg.modes.some((m) => !MODES.includes(m))) bad(`modes are ${MODES.join(', ')}`);
+  if (cfg.modes.length === 0 || cfg.modes.some((m) => !ALL_MODES.includes(m))) bad(`modes are ${ALL_MODES.join(', ')}`);
   const secs = [cfg.warmupS, cfg.rate.seconds, cfg.latency.seconds, cfg.stream.seconds, cfg.udpFlows.seconds, cfg.udpDgram.seconds];
   if (secs.some((s) => !(s >= 0 && s <= 120))) bad('phase durations must be 0 to 120 s');
 }
@@ -429,7 +459,8 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
   const t0 = performance.now();
   let lab: Lab | undefined;
   let agent: AgentProcess | undefined;
-  let server: Awaited<ReturnType<typeof startLoadgenServer>> | undefined;
+  let relay: LoadgenServer | undefined;
+  let server: LoadgenServer | undefined;
   try {
     lab = await Lab.up({ id, state: ctx.cluster.labState, nodeName: BENCH_NODE, ports: [] });
     check();
@@ -440,6 +471,9 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
     // other modes.
     await sysctls(clientNs, { 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
     await sysctls(lab.nodeNamespace, { 'net.ipv4.ip_local_port_range': CLIENT_PORT_RANGE });
+    // The whole run is bounded: the server (and the relay) exit by themselves at the latest after this long.
+    const budgetS = 120 + cfg.warmupS * 3 + cfg.rate.seconds + cfg.latency.seconds + 2 * (cfg.stream.seconds + cfg.stream.warmupS) + cfg.udpFlows.seconds + cfg.udpDgram.seconds;
+    const tcpOnly = TCP_ONLY_MODES.has(mode);
     let agentPid: number | undefined;
     if (mode === 'kernel') {
       const r = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], { input: ctx.nft, timeoutMs: NFT_LOAD_TIMEOUT_MS });
@@ -448,10 +482,33 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', ctx.manifests, ...AGENT_ARGS, '--relay', cfg.agentRelay ?? 'splice']);
       await agent.waitFor((l) => l.msg === 'ready', AGENT_READY_TIMEOUT_MS);
       agentPid = execedPid(agent.proc.pid, 'netpold');
+    } else if (tcpOnly) {
+      // The client's TCP to the server goes to the relay (TPROXY), the server's answers to the
+      // relay's transparent upstream sockets (socket transparent 1): the agent's interception in
+      // its simplest form. All of it lives in the lab's node namespace and goes with it.
+      const nft = [
+        'table ip netpold_bench_relay {',
+        '  chain divert {',
+        '    type filter hook prerouting priority mangle; policy accept;',
+        `    meta l4proto tcp socket transparent 1 meta mark set ${RELAY_MARK} accept`,
+        `    ip saddr ${CLIENT.v4} ip daddr ${SERVER.v4} meta l4proto tcp tproxy to 127.0.0.1:${RELAY_PORT} meta mark set ${RELAY_MARK} accept`,
+        '  }',
+        '}',
+        '',
+      ].join('\n');
+      const steps: [string[], string | undefined][] = [
+        [['nft', '-f', '-'], nft],
+        [['ip', 'rule', 'add', 'fwmark', String(RELAY_MARK), 'lookup', String(RELAY_TABLE)], undefined],
+        [['ip', 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(RELAY_TABLE)], undefined],
+      ];
+      for (const [argv, input] of steps) {
+        const r = await lab.exec(lab.nodeNamespace, argv, { input, timeoutMs: 30_000 });
+        if (r.code !== 0) throw new Error(`${argv.join(' ')} in ${lab.nodeNamespace} failed: ${r.stderr.trim().slice(0, 500)}`);
+      }
+      relay = await startRelay(lab.nodeNamespace, mode === 'sockmap' ? 'sockmap' : 'splice', RELAY_PORT, budgetS);
+      agentPid = relay.pid;
     }
     check();
-    // The whole run is bounded: the server exits by itself at the latest after this long.
-    const budgetS = 120 + cfg.warmupS * 3 + cfg.rate.seconds + cfg.latency.seconds + 2 * (cfg.stream.seconds + cfg.stream.warmupS) + cfg.udpFlows.seconds + cfg.udpDgram.seconds;
     server = await startLoadgenServer(serverNs, SERVER_ARGS, budgetS);
     const setupS = (performance.now() - t0) / 1000;
     const slack = (s: number): number => Math.ceil((s + cfg.timeoutMs / 1000) * 1000) + 20_000;
@@ -462,12 +519,14 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       const w = await runLoadgen<RateOut>(clientNs, ['rate', ...to, '--ports', PORTS.warmRate, '--conns', '16', '--duration', String(cfg.warmupS)], slack(cfg.warmupS));
       if (w.ok === 0) throw new Error(`${mode}: no TCP connection succeeded in the warm-up (${JSON.stringify(w.errorKinds)}, ${w.timeouts} timeouts)${agentHint(agent)}`);
       await runLoadgen<StreamOut>(clientNs, ['stream', ...to, '--ports', PORTS.warmStream, '--streams', '1', '--duration', String(cfg.warmupS), '--warmup', '0'], slack(cfg.warmupS));
-      const u = await runLoadgen<UdpFlowsOut>(
-        clientNs,
-        ['udpflows', ...to, '--ports', PORTS.warmUdp, '--conns', '8', '--duration', String(Math.min(cfg.warmupS, 0.3)), '--sport-lo', String(UDP_WARM_SPORTS.lo), '--sport-hi', String(UDP_WARM_SPORTS.hi)],
-        slack(cfg.warmupS),
-      );
-      if (u.ok === 0) throw new Error(`${mode}: no UDP flow succeeded in the warm-up (${u.timeouts} timeouts, ${u.errors} errors)${agentHint(agent)}`);
+      const u = tcpOnly
+        ? undefined
+        : await runLoadgen<UdpFlowsOut>(
+            clientNs,
+            ['udpflows', ...to, '--ports', PORTS.warmUdp, '--conns', '8', '--duration', String(Math.min(cfg.warmupS, 0.3)), '--sport-lo', String(UDP_WARM_SPORTS.lo), '--sport-hi', String(UDP_WARM_SPORTS.hi)],
+            slack(cfg.warmupS),
+          );
+      if (u && u.ok === 0) throw new Error(`${mode}: no UDP flow succeeded in the warm-up (${u.timeouts} timeouts, ${u.errors} errors)${agentHint(agent)}`);
     }
     check();
     const e0 = agent ? await engineSample(agent, agentPid) : undefined;
@@ -493,22 +552,26 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
       slack(cfg.stream.seconds + cfg.stream.warmupS),
     );
     check();
-    const udp = await runLoadgen<UdpFlowsOut>(
-      clientNs,
-      ['udpflows', ...to, '--ports', PORTS.udpFlows, '--conns', String(cfg.udpFlows.conns), '--duration', String(cfg.udpFlows.seconds), '--sport-lo', String(UDP_SPORTS.lo), '--sport-hi', String(UDP_SPORTS.hi)],
-      slack(cfg.udpFlows.seconds),
-    );
-    await sleepMs(UDP_SETTLE_MS);
+    const udp = tcpOnly
+      ? UDP_FLOWS_NOT_RUN
+      : await runLoadgen<UdpFlowsOut>(
+          clientNs,
+          ['udpflows', ...to, '--ports', PORTS.udpFlows, '--conns', String(cfg.udpFlows.conns), '--duration', String(cfg.udpFlows.seconds), '--sport-lo', String(UDP_SPORTS.lo), '--sport-hi', String(UDP_SPORTS.hi)],
+          slack(cfg.udpFlows.seconds),
+        );
+    if (!tcpOnly) await sleepMs(UDP_SETTLE_MS);
     check();
     const d0 = agent ? await engineSample(agent, agentPid) : undefined;
-    const dg = await runLoadgen<UdpDgramOut>(
-      clientNs,
-      [
-        'udpdgram', ...to, '--ports', PORTS.udpDgram, '--flows', String(cfg.udpDgram.flows), '--window', String(cfg.udpDgram.window),
-        '--size', String(cfg.udpDgram.size), '--duration', String(cfg.udpDgram.seconds), '--warmup', String(cfg.udpDgram.warmupS),
-      ],
-      slack(cfg.udpDgram.seconds + cfg.udpDgram.warmupS),
-    );
+    const dg = tcpOnly
+      ? { udpDgramsPerSec: 0, refills: 0, errors: 0 }
+      : await runLoadgen<UdpDgramOut>(
+          clientNs,
+          [
+            'udpdgram', ...to, '--ports', PORTS.udpDgram, '--flows', String(cfg.udpDgram.flows), '--window', String(cfg.udpDgram.window),
+            '--size', String(cfg.udpDgram.size), '--duration', String(cfg.udpDgram.seconds), '--warmup', String(cfg.udpDgram.warmupS),
+          ],
+          slack(cfg.udpDgram.seconds + cfg.udpDgram.warmupS),
+        );
     const d1 = agent ? await engineSample(agent, agentPid) : undefined;
     if (s1.bytes <= 0) throw new Error(`${mode}: the stream moved no bytes${agentHint(agent)}`);
     const accepted = e0 && e1 ? e1.accepted - e0.accepted : 0;
@@ -544,9 +607,11 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
     return { metrics, rate, lat, udp };
   } finally {
     // Teardown, also after a failure or an abort: the server, the agent (it removes its own
-    // table and routes), then every namespace of the lab (with the nft table loaded in it).
+    // table and routes) or the relay, then every namespace of the lab (with the nft table, rule
+    // and routes loaded in it).
     await server?.stop().catch(() => undefined);
     await agent?.stop().catch(() => undefined);
+    await relay?.stop().catch(() => undefined);
     try {
       await Lab.downById(id);
     } catch (e) {
@@ -554,6 +619,9 @@ async function runOnce(ctx: SizeCtx, mode: Mode, cfg: FlowBenchConfig, log: (t: 
     }
   }
 }
+
+/** The UDP new-flow phase of a mode that does not run it (TCP_ONLY_MODES): nothing counted. */
+const UDP_FLOWS_NOT_RUN: UdpFlowsOut = { mode: 'udpflows', udpFlowsPerSec: 0, ok: 0, started: 0, timeouts: 0, errors: 0, bindFailures: 0, exhausted: false, p50Us: 0, p99Us: 0, hist: [] };
 
 function sleepMs(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -754,33 +822,48 @@ const ROWS: Row[] = [
   { key: 'errors', label: () => 'errors + timeouts (all measured rounds)', ratio: false },
 ];
 
+const MODE_TEXT: Record<Mode, string> = {
+  none: 'plain forwarding',
+  kernel: 'the same policies as nftables rules',
+  agent: 'netpold',
+  relay: 'the C yardstick relay, splice, no policy; its process in the agent rows',
+  sockmap: 'the C yardstick relay, BPF sockmap redirect, no policy; its process in the agent rows',
+};
+
+/** The rows a TCP-only mode has no number for. */
+const UDP_ROWS: ReadonlySet<string> = new Set(['udpFlowsPerSec', 'udpDgramsPerSec', 'udpDgramsPerIoCall']);
+
 export function formatFlowMarkdown(report: FlowReport): string {
   const cfg = report.config;
   const modes = cfg.modes;
   const out: string[] = [];
+  // Ratios to none, in the reverse order of the modes (agent : kernel : none by default).
+  const ratioModes = modes.includes('none') ? [...modes].reverse() : [];
+  const described = modes.map((m) => `\`${m}\` (${MODE_TEXT[m]})`).join(', ');
   out.push(
-    `Modes: \`none\` (plain forwarding), \`kernel\` (the same policies as nftables rules), \`agent\` (netpold). ` +
+    `Modes: ${described}. ` +
       `${cfg.rounds} round(s), modes interleaved, a fresh lab per run; median [min–max] over the rounds; ` +
-      `ratios are agent : kernel : none, none = 1.`,
+      (ratioModes.length > 1 ? `ratios are ${ratioModes.join(' : ')}, none = 1.` : 'no ratios (they are to none, which did not run).'),
   );
   for (const size of report.sizes) {
     out.push('', `**${size.policies.toLocaleString('en-US')} policies** (${size.pods.toLocaleString('en-US')} pods of which 2 real, ${size.namespaces.toLocaleString('en-US')} namespaces)`, '');
-    const header = ['metric', ...modes, modes.length === 3 ? 'agent : kernel : none' : 'ratio'];
+    const header = ['metric', ...modes, ratioModes.length > 1 ? ratioModes.join(' : ') : 'ratio'];
     const rows: string[][] = [header];
     for (const row of ROWS) {
       const cells = modes.map((m) => {
         const r = size.modes[m];
         if (!r) return 'failed';
+        if (TCP_ONLY_MODES.has(m) && UDP_ROWS.has(row.key)) return 'n/a';
         const s = r.spread[row.key];
         const v = r[row.key] as number;
         return s && r.rounds > 1 ? `${fmt(v)} [${fmt(s.min)}–${fmt(s.max)}]` : fmt(v);
       });
       let ratio = '';
       const none = size.modes.none?.[row.key] as number | undefined;
-      if (row.ratio && modes.length === 3 && none !== undefined && none > 0 && size.modes.agent && size.modes.kernel) {
-        const a = (size.modes.agent[row.key] as number) / none;
-        const k = (size.modes.kernel[row.key] as number) / none;
-        ratio = `${ratioFmt(a)} : ${ratioFmt(k)} : 1`;
+      if (row.ratio && ratioModes.length > 1 && none !== undefined && none > 0 && ratioModes.every((m) => size.modes[m])) {
+        ratio = ratioModes
+          .map((m) => (m === 'none' ? '1' : TCP_ONLY_MODES.has(m) && UDP_ROWS.has(row.key) ? 'n/a' : ratioFmt((size.modes[m]![row.key] as number) / none)))
+          .join(' : ');
       }
       rows.push([row.label(cfg), ...cells, ratio]);
     }

@@ -7,11 +7,21 @@ import { join } from 'node:path';
 import { packageRoot, which } from '../src/lab/sys.js';
 
 export function loadgenSource(): string {
-  return join(packageRoot(), 'bench', 'c', 'loadgen.c');
+  return cSource('loadgen');
 }
 
 export function loadgenBinary(): string {
-  return join(packageRoot(), 'bench', 'build', 'loadgen');
+  return cBinary('loadgen');
+}
+
+/** bench/c/NAME.c */
+function cSource(name: string): string {
+  return join(packageRoot(), 'bench', 'c', `${name}.c`);
+}
+
+/** bench/build/NAME (gitignored) */
+export function cBinary(name: string): string {
+  return join(packageRoot(), 'bench', 'build', name);
 }
 
 /** The C compiler used (`cc`, else `gcc`, else `clang`), or undefined. */
@@ -21,11 +31,16 @@ export function cCompiler(): string | undefined {
 
 /** Compiles the load generator when missing or older than its source; returns its path. */
 export function ensureLoadgen(log: (t: string) => void = () => undefined): string {
-  const src = loadgenSource();
-  const bin = loadgenBinary();
+  return ensureCProgram('loadgen', log);
+}
+
+/** Compiles bench/c/NAME.c into bench/build/NAME when missing or older than its source; returns its path. */
+export function ensureCProgram(name: string, log: (t: string) => void = () => undefined): string {
+  const src = cSource(name);
+  const bin = cBinary(name);
   if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return bin;
   const cc = cCompiler();
-  if (!cc) throw new Error('the flow benchmark needs a C compiler (cc, gcc or clang) to build bench/c/loadgen.c');
+  if (!cc) throw new Error(`the benchmark needs a C compiler (cc, gcc or clang) to build bench/c/${name}.c`);
   mkdirSync(join(packageRoot(), 'bench', 'build'), { recursive: true });
   // Built under a private name, then renamed: two benchmarks starting at once never run a half-written binary.
   const tmp = `${bin}.${process.pid}.tmp`;
@@ -36,7 +51,7 @@ export function ensureLoadgen(log: (t: string) => void = () => undefined): strin
   } catch (e) {
     rmSync(tmp, { force: true });
     const err = e as { stderr?: Buffer; message?: string };
-    throw new Error(`building the load generator failed: ${err.stderr?.toString().trim() || err.message}`);
+    throw new Error(`building bench/c/${name}.c failed: ${err.stderr?.toString().trim() || err.message}`);
   }
   return bin;
 }
@@ -179,6 +194,7 @@ export function runLoadgen<T>(netns: string, args: readonly string[], timeoutMs:
   });
 }
 
+/** A long-running bench process (the load generator's server, the yardstick relay). */
 export interface LoadgenServer {
   readonly pid: number;
   stop(): Promise<void>;
@@ -186,9 +202,25 @@ export interface LoadgenServer {
 
 /** Starts `loadgen server ARGS...` in `netns` and waits for its ready line (10 s at most). */
 export function startLoadgenServer(netns: string, args: readonly string[], maxSeconds: number): Promise<LoadgenServer> {
-  const bin = loadgenBinary();
+  return startReady(netns, loadgenBinary(), ['server', ...args, '--max-seconds', String(Math.ceil(maxSeconds))], 'loadgen server');
+}
+
+/**
+ * Starts bench/c/relay.c (`mode` splice or sockmap, listening on 127.0.0.1:`port`) in `netns`
+ * and waits for its ready line; built by ensureCProgram('relay') beforehand.
+ */
+export function startRelay(netns: string, mode: 'splice' | 'sockmap', port: number, maxSeconds: number): Promise<LoadgenServer> {
+  return startReady(netns, cBinary('relay'), ['--port', String(port), '--mode', mode, '--max-seconds', String(Math.ceil(maxSeconds))], `relay ${mode}`);
+}
+
+/**
+ * Starts BIN ARGS... in `netns`; resolves once its first stdout line is {"ready":true,"pid":N}
+ * (10 s at most). The process exits by itself after its --max-seconds, or on stop() (SIGTERM,
+ * SIGKILL after 3 s).
+ */
+function startReady(netns: string, bin: string, args: readonly string[], label: string): Promise<LoadgenServer> {
   return new Promise((resolve, reject) => {
-    const child = spawn(which('ip') ?? 'ip', ['netns', 'exec', netns, bin, 'server', ...args, '--max-seconds', String(Math.ceil(maxSeconds))], {
+    const child = spawn(which('ip') ?? 'ip', ['netns', 'exec', netns, bin, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     running.add(child);
@@ -208,7 +240,7 @@ export function startLoadgenServer(netns: string, args: readonly string[], maxSe
       settled = true;
       clearTimeout(timer);
       child.kill('SIGKILL');
-      reject(new Error(`loadgen server in ${netns}: ${why}${err ? `: ${err.trim()}` : ''}`));
+      reject(new Error(`${label} in ${netns}: ${why}${err ? `: ${err.trim()}` : ''}`));
     };
     const timer = setTimeout(() => fail('not ready after 10 s'), 10_000);
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
