@@ -44,7 +44,7 @@ describe('deploy/ manifests', () => {
     }
   });
 
-  it('the ClusterRole grants list/watch on exactly the collections the source reads, plus creating Events', () => {
+  it('the ClusterRole grants list/watch on exactly the collections the source reads, plus creating Events and the readiness taint\'s get/patch of nodes', () => {
     const role = find('ClusterRole');
     const granted = new Set<string>();
     for (const rule of role['rules'] as Obj[]) {
@@ -60,6 +60,9 @@ describe('deploy/ manifests', () => {
     }
     expected.add('/events:create');
     expected.add('/events:patch');
+    // The readiness taint (src/source/k8s/taint.ts): its own Node, read and patched.
+    expected.add('/nodes:get');
+    expected.add('/nodes:patch');
     expect([...granted].sort()).toEqual([...expected].sort());
   });
 

@@ -63,6 +63,8 @@ describe.skipIf(skip)('agent with the Kubernetes source, on the demo cluster', (
     server = new FakeApiServer();
     await server.start();
     loadDemo(server);
+    // Registered as kubelet --register-with-taints would: no pod scheduled before the agent enforces.
+    server.modify('Node', undefined, 'node-a', (o) => (o['spec'] = { taints: [{ key: 'netpold.io/agent-not-ready', effect: 'NoSchedule' }, { key: 'example.com/keep', effect: 'NoSchedule' }] }));
     lab = await Lab.up({ id: `k${Math.floor(Math.random() * 1e6)}`, manifests: [join(root, 'examples/demo')], nodeName: 'node-a', ports: [8080] });
     // The agent lives in the node namespace; the API server in this process. The agent reaches
     // it as a remote address, like a real API server: 198.19.200.1:16443 in the lab's external
@@ -103,6 +105,13 @@ describe.skipIf(skip)('agent with the Kubernetes source, on the demo cluster', (
     await server?.close();
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
+
+  it('removes the readiness taint from its Node once enforcing, and only that taint', async () => {
+    const taints = (): string[] => ((server.get('Node', undefined, 'node-a')?.['spec'] as { taints?: { key: string }[] } | undefined)?.taints ?? []).map((t) => t.key);
+    for (let i = 0; i < 100 && taints().includes('netpold.io/agent-not-ready'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(taints()).toEqual(['example.com/keep']);
+    expect(agent.lines.some((l) => /removed the readiness taint/.test(String(l.msg)))).toBe(true);
+  });
 
   it('an added NetworkPolicy opens a denied flow; deleting it closes it again', async () => {
     const denied = await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 2000 });

@@ -29,6 +29,7 @@ import { LoopMonitor } from '../metrics/loop-monitor.js';
 import { AgentMetrics, type SourceStats } from '../metrics/metrics.js';
 import { formatHostPort, startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import type { KubernetesSource } from '../source/k8s/source.js';
+import type { ReadyTaint } from '../source/k8s/taint.js';
 import { ManifestFolderSource } from '../source/files/watch.js';
 import type { StateSource } from '../source/source.js';
 import type { Io } from './common.js';
@@ -91,6 +92,7 @@ export async function runAgent(cfg: AgentConfig, io: Io): Promise<number> {
   let flowLog: FlowLog | undefined;
   let source: StateSource;
   let sourceStats: () => SourceStats;
+  let readyTaint: ReadyTaint | undefined;
   let interception: Interception;
   let dataplane: Dataplane;
   let agent: Agent;
@@ -123,6 +125,13 @@ export async function runAgent(cfg: AgentConfig, io: Io): Promise<number> {
       const { KubernetesSource } = await import('../source/k8s/source.js');
       const s: KubernetesSource = new KubernetesSource({ connection: cfg.source.connection, log, nodeName: cfg.nodeName });
       source = s;
+      if (cfg.readyTaint !== undefined && cfg.nodeName !== undefined) {
+        const { ReadyTaint } = await import('../source/k8s/taint.js');
+        const { loadKubeConfig } = await import('../source/k8s/config.js');
+        const t = new ReadyTaint(loadKubeConfig(cfg.source.connection), cfg.nodeName, cfg.readyTaint, log);
+        readyTaint = t;
+        closers.push(async () => t.stop());
+      }
       sourceStats = () => {
         const c = s.counters;
         return { kind: 'kubernetes', updates: c.updates, events: c.events, relists: c.relists, errors: c.watchErrors + c.expired, rejected: c.rejected, lastSyncTime: Math.max(c.lastSyncTime, c.lastEventTime) };
@@ -139,7 +148,10 @@ export async function runAgent(cfg: AgentConfig, io: Io): Promise<number> {
       { nodeName: cfg.nodeName, interceptAllPods: cfg.interceptAllPods, shutdownGraceMs: cfg.shutdownGraceMs },
       {
         snapshotApplied: (snap, seconds) => metrics.snapshotApplied(snap, seconds),
-        phaseChanged: (phase) => log.info({ phase }, `phase: ${phase}`),
+        phaseChanged: (phase) => {
+          log.info({ phase }, `phase: ${phase}`);
+          if (phase === 'enforcing') readyTaint?.start();
+        },
       },
     );
     metrics.bind({ dataplane, agent, source: sourceStats, flowLog, loop, version: VERSION, engine: native.spliceCounters && (() => native.spliceCounters!()) });

@@ -9,6 +9,8 @@ import type { DataplaneConfig } from '../dataplane/dataplane.js';
 import { DEFAULT_INTERCEPTION, KNOWN_MARK_BITS, type InterceptionConfig } from '../dataplane/interception.js';
 import { NetpoldError } from '../errors.js';
 import type { KubeConnection } from '../source/k8s/config.js';
+import { DEFAULT_READY_TAINT } from '../source/k8s/taint-key.js';
+import { labelKeyProblem } from '../source/files/names.js';
 import type { Environment } from './env.js';
 import { envName, type OptionSpec, type OptionValue, type Origin, parseConfigFile, resolveOptions } from './options.js';
 
@@ -42,6 +44,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flow-log', kind: 'string', arg: '<path|-|off>', default: '-', description: 'flow log: one JSON line per decided flow, to a file, - (standard output, with the log), or off' },
   { name: 'flow-log-sample-rate', kind: 'number', arg: '<0..1>', min: 0, max: 1, default: 0.01, description: 'fraction of allowed flows logged (denied flows are always logged)' },
   { name: 'flow-log-buffer', kind: 'int', arg: '<lines>', min: 1, max: 1_000_000, default: 10000, description: 'flow-log lines waiting to be written; beyond that lines are dropped (counted), never waited for' },
+  { name: 'ready-taint', kind: 'string', arg: '<key|off>', default: DEFAULT_READY_TAINT, description: 'with --kubeconfig or --in-cluster: once enforcing, remove taints with this key from this node\'s Node object (register nodes with it, e.g. kubelet --register-with-taints=netpold.io/agent-not-ready=:NoSchedule, so that no pod is scheduled before the agent enforces), or off' },
   { name: 'shutdown-grace-ms', kind: 'int', arg: '<n>', min: 0, max: 600_000, default: 10000, description: 'on SIGTERM, how long live TCP flows may finish (new flows are refused meanwhile) before the rest are reset' },
 ];
 
@@ -65,6 +68,8 @@ export interface AgentConfig {
   /** undefined: off. */
   readonly flowLog: { readonly destination: string; readonly sampleRate: number; readonly bufferLines: number } | undefined;
   readonly shutdownGraceMs: number;
+  /** The taint key removed from this node once enforcing (Kubernetes source with a node name); undefined: off. */
+  readonly readyTaint: string | undefined;
   readonly configFile: string | undefined;
   /** Where each setting came from (logged at start). */
   readonly origins: Readonly<Record<string, Origin | undefined>>;
@@ -152,6 +157,12 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
     problems.push(`${where('agent-socket')} must be an absolute path of at most 100 bytes (a Unix socket), or off, not ${JSON.stringify(agentSocket)}`);
   }
   const flowLogDest = get<string>('flow-log');
+  const readyTaintKey = get<string>('ready-taint');
+  if (readyTaintKey !== undefined && readyTaintKey !== 'off') {
+    // A taint key has the syntax of a label key.
+    const p = labelKeyProblem(readyTaintKey);
+    if (p !== undefined) problems.push(`${where('ready-taint')} must be a taint key (the syntax of a label key) or off: ${p}`);
+  }
   const verdictCache = get<number>('verdict-cache');
   if (verdictCache !== undefined && (verdictCache & (verdictCache - 1)) !== 0) problems.push(`${where('verdict-cache')} must be 0 or a power of two, not ${verdictCache}`);
 
@@ -204,6 +215,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
         ? undefined
         : { destination: flowLogDest, sampleRate: get<number>('flow-log-sample-rate')!, bufferLines: get<number>('flow-log-buffer')! },
     shutdownGraceMs: get<number>('shutdown-grace-ms')!,
+    readyTaint: readyTaintKey === undefined || readyTaintKey === 'off' || kubeconfig === undefined && !inCluster || nodeName === undefined ? undefined : readyTaintKey,
     configFile,
     origins: r.origins,
     warnings,

@@ -3,8 +3,11 @@
 // Pods, Nodes and NetworkPolicies, with one global resourceVersion counter like etcd's, a
 // compactable event history (a watch from a compacted resourceVersion gets 410 Gone, as an
 // ERROR event or, optionally, as an HTTP status), dropped watch connections, going down and
-// coming back on the same port, and POST of core/v1 Events (recorded; the reply status can be
-// forced, e.g. 403 as with RBAC forbidding it). Plain HTTP on 127.0.0.1; no client library.
+// coming back on the same port, POST of core/v1 Events (recorded; the reply status can be
+// forced, e.g. 403 as with RBAC forbidding it), and GET and JSON PATCH (RFC 6902: test, add,
+// remove, replace) of one Node (the readiness taint; a status can be forced the same way, and a
+// hook may change the Node just before a patch applies, as a concurrent writer would). Plain
+// HTTP on 127.0.0.1; no client library.
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -57,6 +60,12 @@ export class FakeApiServer {
   readonly postedEvents: Json[] = [];
   /** Reply status for Event POSTs (201 created; 403 forbidden; 409 exists...). */
   eventStatus = 201;
+  /** Bodies of Node PATCHes that applied (JSON-patch operation lists). */
+  readonly nodePatches: unknown[] = [];
+  /** Reply status for Node GETs and PATCHes when not 200 (403 forbidden...). */
+  nodeStatus = 200;
+  /** Runs (once) just before the next Node PATCH is applied: a concurrent writer. */
+  beforeNodePatch: ((name: string) => void) | undefined;
   goneAsHttpStatus: boolean;
 
   private readonly server: http.Server;
@@ -284,6 +293,11 @@ export class FakeApiServer {
       else await this.list(kind, query, res);
       return;
     }
+    const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname);
+    if (node !== null && (req.method === 'GET' || req.method === 'PATCH')) {
+      await this.nodeRequest(req, res, decodeURIComponent(node[1]!));
+      return;
+    }
     const ev = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname);
     if (req.method === 'POST' && ev !== null) {
       const chunks: Buffer[] = [];
@@ -371,10 +385,99 @@ export class FakeApiServer {
     });
   }
 
+  private async nodeRequest(req: http.IncomingMessage, res: http.ServerResponse, name: string): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    if (this.nodeStatus !== 200) {
+      this.status(res, this.nodeStatus, this.nodeStatus === 403 ? 'Forbidden' : 'Error', `nodes "${name}" is forbidden: User "system:serviceaccount:kube-system:netpold" cannot ${req.method === 'GET' ? 'get' : 'patch'} resource "nodes"`);
+      return;
+    }
+    if (req.method === 'PATCH') {
+      const type = req.headers['content-type'] ?? '';
+      if (!type.startsWith('application/json-patch+json')) {
+        this.status(res, 415, 'UnsupportedMediaType', `the fake server applies only JSON patches, not ${type}`);
+        return;
+      }
+      const hook = this.beforeNodePatch;
+      this.beforeNodePatch = undefined;
+      hook?.(name);
+    }
+    const current = this.get('Node', undefined, name);
+    if (current === undefined) {
+      this.status(res, 404, 'NotFound', `nodes "${name}" not found`);
+      return;
+    }
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(withKind('Node', current)));
+      return;
+    }
+    const ops = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    const patched = structuredClone(current);
+    const problem = applyJsonPatch(patched, ops);
+    if (problem !== undefined) {
+      this.status(res, 422, 'Invalid', `the patch does not apply: ${problem}`);
+      return;
+    }
+    this.nodePatches.push(ops);
+    const after = this.modify('Node', undefined, name, (o) => {
+      for (const k of Object.keys(o)) delete o[k];
+      Object.assign(o, patched);
+    });
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify(withKind('Node', after)));
+  }
+
   private status(res: http.ServerResponse, code: number, reason: string, message: string): void {
     res.writeHead(code, { 'Content-Type': 'application/json' });
     res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }));
   }
+}
+
+/**
+ * RFC 6902 on `doc` in place (test, add, remove, replace; JSON-pointer paths); a problem, or
+ * undefined. All or nothing is the caller's business (it patches a copy).
+ */
+function applyJsonPatch(doc: Json, ops: unknown): string | undefined {
+  if (!Array.isArray(ops)) return 'not a list of operations';
+  for (const op of ops as Json[]) {
+    const path = String(op['path'] ?? '');
+    const parts = path.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+    if (!path.startsWith('/') || parts.length === 0) return `bad path ${path}`;
+    let parent: unknown = doc;
+    for (const p of parts.slice(0, -1)) {
+      parent = Array.isArray(parent) ? parent[Number(p)] : (parent as Json | undefined)?.[p];
+      if (parent === undefined || parent === null || typeof parent !== 'object') return `no ${path}`;
+    }
+    const last = parts[parts.length - 1]!;
+    const list = Array.isArray(parent) ? (parent as unknown[]) : undefined;
+    const obj = parent as Json;
+    const index = list ? (last === '-' ? list.length : Number(last)) : -1;
+    if (list && !(Number.isInteger(index) && index >= 0 && index <= list.length)) return `bad index in ${path}`;
+    const exists = list ? index < list.length : last in obj;
+    switch (op['op']) {
+      case 'test':
+        if (!exists || JSON.stringify(list ? list[index] : obj[last]) !== JSON.stringify(op['value'])) return `test failed at ${path}`;
+        break;
+      case 'remove':
+        if (!exists) return `nothing to remove at ${path}`;
+        if (list) list.splice(index, 1);
+        else delete obj[last];
+        break;
+      case 'add':
+        if (list) list.splice(index, 0, op['value']);
+        else obj[last] = op['value'];
+        break;
+      case 'replace':
+        if (!exists) return `nothing to replace at ${path}`;
+        if (list) list[index] = op['value'];
+        else obj[last] = op['value'];
+        break;
+      default:
+        return `unsupported op ${String(op['op'])}`;
+    }
+  }
+  return undefined;
 }
 
 function keyOf(kind: FakeKind, meta: Json): string {
