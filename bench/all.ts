@@ -280,8 +280,9 @@ async function main(argv: string[]): Promise<void> {
   log(`bench: wrote ${dir} (results.json, results.md, ${n} SVG chart(s)${pngConverter() ? ' and PNG copies' : '; no PNG: neither rsvg-convert nor ImageMagick is installed'})`);
   if (!o.quick && o.latest && o.out === undefined && report.errors.length === 0) {
     const latest = join(root, 'bench', 'results', 'latest');
-    // bench:memory's results live there too (a separate, much longer run): kept.
-    const kept = ['memory.json', 'memory.md'].filter((f) => existsSync(join(latest, f))).map((f) => [f, readFileSync(join(latest, f))] as const);
+    // bench:memory's results and the yardstick relays' run (bench:flows --modes) live there too,
+    // from runs of their own: kept.
+    const kept = ['memory.json', 'memory.md', 'yardstick.json', 'yardstick.md'].filter((f) => existsSync(join(latest, f))).map((f) => [f, readFileSync(join(latest, f))] as const);
     rmSync(latest, { recursive: true, force: true });
     cpSync(dir, latest, { recursive: true });
     for (const [f, data] of kept) writeFileSync(join(latest, f), data);
