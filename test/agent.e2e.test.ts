@@ -530,6 +530,61 @@ spec:
     });
   }, 120_000);
 
+  it("a pod cannot forge a connection 'from the node' to have its own packets pass as the node's replies", async () => {
+    // The pass for replies to the node's own connections must not be one a pod can open for
+    // itself: a datagram with the node's address as its source (on a node that accepts local
+    // sources on pod interfaces, accept_local=1, or over IPv6, which has no such check) creates
+    // a conntrack entry "node:5353 -> pod:40000"; the pod's datagrams back are then that entry's
+    // reply direction, addressed to the node. Here the pod is isolated for egress: they must
+    // reach the agent (and be refused), not the node's DNS server on 5353.
+    const isolated = `${MANIFESTS}---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: other-no-egress, namespace: app}
+spec: {podSelector: {matchLabels: {app: other}}, policyTypes: [Egress]}
+`;
+    await withLab({ 'cluster.yaml': isolated }, [], [8080], async (lab, start) => {
+      const agent = await start();
+      const sh = async (ns: string, script: string): Promise<string> => {
+        const r = await lab.exec(ns, ['python3', '-c', script], { timeoutMs: 10_000 });
+        expect(r.code, r.stderr).toBe(0);
+        return r.stdout.trim();
+      };
+      // The node accepts packets with its own address as their source from pod interfaces.
+      await sh(lab.nodeNamespace, `
+import glob
+for f in glob.glob('/proc/sys/net/ipv4/conf/*/accept_local'): open(f, 'w').write('1')
+for f in glob.glob('/proc/sys/net/ipv4/conf/*/rp_filter'): open(f, 'w').write('0')`);
+      const ask = (port: number): string => `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('198.18.1.30', ${port}))
+s.settimeout(1.5)
+s.sendto(b'q', ('198.18.255.1', 5353))
+try:
+    s.recvfrom(100)
+    print('reply')
+except socket.timeout:
+    print('none')`;
+      // Policy first: the isolated pod's question gets no answer (from another port: this flow's
+      // conntrack entry must not be the one forged next).
+      expect(await sh(lab.podNamespace('app/other'), ask(40001))).toBe('none');
+      expect(agent.lines.some((l) => l.msg === 'flow denied' && l['srcPort'] === 40001 && l['dstIp'] === '198.18.255.1' && l['dstPort'] === 5353)).toBe(true);
+      // The forgery, from another pod: IP_TRANSPARENT (19) lets it send from the node's address.
+      await sh(lab.podNamespace('app/server'), `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_IP, 19, 1)
+s.bind(('198.18.255.1', 5353))
+s.sendto(b'x', ('198.18.1.30', 40000))`);
+      // The question from the forged entry's port is that entry's reply direction: it must go to
+      // the agent all the same, which decides it (and refuses it).
+      expect(await sh(lab.podNamespace('app/other'), ask(40000))).toBe('none');
+      expect(agent.lines.some((l) => l.msg === 'flow denied' && l['srcPort'] === 40000 && l['dstIp'] === '198.18.255.1' && l['dstPort'] === 5353)).toBe(true);
+      expect(await agent.stop()).toBe(0);
+    });
+  }, 60_000);
+
   it('a connection the node opened to a pod before the agent started ends cleanly while it runs: its replies are not taken for pod traffic', async () => {
     await withLab({ 'cluster.yaml': MANIFESTS }, [], [8080], async (lab, start) => {
       // kube-proxy's NAT rules keep conntrack tracking the node's connections before the agent

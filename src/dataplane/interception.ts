@@ -88,8 +88,9 @@ export function renderRuleset(c: InterceptionConfig, pods: PodAddresses | undefi
   const set = pods ?? EVERYTHING;
   const v4 = set.v4.length ? `\n    elements = { ${set.v4.join(', ')} }` : '';
   const v6 = set.v6.length ? `\n    elements = { ${set.v6.join(', ')} }` : '';
+  // Each connection TPROXY takes gets our bit in its conntrack mark too: not the node's (below).
   const tproxy = (l4: string, fam: 'ip' | 'ip6', dir: 'saddr' | 'daddr'): string =>
-    `    meta l4proto ${l4} ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} tproxy ${fam} to ${fam === 'ip' ? '127.0.0.1' : '[::1]'}:${c.port} meta mark set ${mark} accept`;
+    `    meta l4proto ${l4} ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} tproxy ${fam} to ${fam === 'ip' ? '127.0.0.1' : '[::1]'}:${c.port} meta mark set ${mark} ct mark set ct mark | ${bit} accept`;
   return `table inet ${c.table}
 delete table inet ${c.table}
 table inet ${c.table} {
@@ -110,13 +111,16 @@ table inet ${c.table} {
     # for relayed flows (forwarded to the pod, the error would find no connection there).
     meta l4proto { icmp, ipv6-icmp } socket transparent 1 meta mark set ${mark} accept
     # Replies to connections the node itself opened (kubelet probes, host-network pods, an API
-    # server calling a webhook): the reply direction of a conntrack entry, addressed to the
-    # node. The node's traffic to its pods is always allowed, and redirecting a reply would
-    # reset it (its socket is not the agent's). Told by the entry, not by a mark set when the
-    # connection opened, so connections already open when this table is loaded (a kubectl exec
-    # stream through the kubelet, at the agent's first start or after a crash) pass as well.
-    # What a pod starts is the original direction, whoever it is addressed to.
-    ct direction reply fib daddr type local accept${pods ? '' : `
+    # server calling a webhook): the reply direction of a conntrack entry addressed to the node,
+    # unless the entry carries our bit. The node's traffic to its pods is always allowed, and
+    # redirecting a reply would reset it (its socket is not the agent's). The bit marks the
+    # entries that are NOT the node's: every connection the tproxy rules below take (a pod's,
+    # also one whose source a pod forged to be the node's address, to have its later packets
+    # pass here as "replies") and every one the agent's transparent sockets open (local_out).
+    # Marking the others instead, so that entries without a mark pass, lets connections the
+    # node opened before this table was loaded (at the agent's first start, after a crash)
+    # pass too.
+    ct direction reply ct mark & ${bit} == 0 fib daddr type local accept${pods ? '' : `
     # Fail-closed phase: leave traffic to the node itself alone.
     fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
@@ -127,6 +131,15 @@ ${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMa
     `    meta l4proto tcp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} reject with tcp reset`,
     `    meta l4proto udp ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} drop`,
   ])).join('\n')}
+  }
+  chain local_out {
+    type filter hook output priority filter; policy accept;
+    # A new connection of one of the agent's transparent sockets (upstream legs from a pod's
+    # address, raw UDP replies from the node's address when conntrack has forgotten the flow):
+    # not the node's, its replies go to the agent (see divert). skuid first: socket is only
+    # evaluated on a packet that has a socket (a lookup in output, with no input device, could
+    # crash kernels older than 5.18).
+    ct state new meta skuid >= 0 socket transparent 1 ct mark set ct mark | ${bit}
   }
 }
 `;
