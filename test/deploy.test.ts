@@ -44,7 +44,7 @@ describe('deploy/ manifests', () => {
     }
   });
 
-  it('the ClusterRole grants list/watch on exactly the collections the source reads, plus creating Events and the readiness taint\'s get/patch of nodes', () => {
+  it('the ClusterRole grants list/watch on exactly the collections the source reads, plus creating Events', () => {
     const role = find('ClusterRole');
     const granted = new Set<string>();
     for (const rule of role['rules'] as Obj[]) {
@@ -60,10 +60,17 @@ describe('deploy/ manifests', () => {
     }
     expected.add('/events:create');
     expected.add('/events:patch');
-    // The readiness taint (src/source/k8s/taint.ts): its own Node, read and patched.
-    expected.add('/nodes:get');
-    expected.add('/nodes:patch');
     expect([...granted].sort()).toEqual([...expected].sort());
+  });
+
+  it('optional/ready-taint.yaml grants exactly get/patch on nodes (the readiness taint, src/source/k8s/taint.ts) to the same ServiceAccount', () => {
+    const docs = parseAllDocuments(readFileSync(join(deploy, 'optional', 'ready-taint.yaml'), 'utf8')).map((d) => d.toJS() as Obj);
+    expect(docs.map((o) => o['kind'])).toEqual(['ClusterRole', 'ClusterRoleBinding']);
+    const [role, binding] = docs as [Obj, Obj];
+    expect(role['rules']).toEqual([{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
+    expect(binding['roleRef']).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role['metadata']['name'] });
+    const sa = find('ServiceAccount');
+    expect(binding['subjects']).toEqual([{ kind: 'ServiceAccount', name: sa['metadata']['name'], namespace: sa['metadata']['namespace'] }]);
   });
 
   it('binds the ClusterRole to the ServiceAccount the DaemonSet runs as', () => {

@@ -93,7 +93,7 @@ describe.skipIf(skip)('agent with the Kubernetes source, on the demo cluster', (
       forwarder.stdout!.once('data', () => (clearTimeout(t), resolve()));
     });
     const kubeconfig = server.writeKubeconfig(dir, 'http://198.19.200.1:16443');
-    agent = AgentProcess.start(lab.nodeNamespace, ['--kubeconfig', kubeconfig, '--node-name', 'node-a']);
+    agent = AgentProcess.start(lab.nodeNamespace, ['--kubeconfig', kubeconfig, '--node-name', 'node-a', '--ready-taint', 'netpold.io/agent-not-ready']);
     await agent.waitFor((r) => r.msg === 'ready', 30_000);
   }, 90_000);
 

@@ -1,7 +1,7 @@
 // The readiness taint (src/source/k8s/taint.ts) against the fake API server: removed from this
 // node only, with every effect of its key and nothing else; a Node without it is left alone (no
-// PATCH); RBAC refusal stops it with NETPOLD_E_TAINT; a missing Node and a concurrent change
-// of the taints are retried. No root needed.
+// PATCH); RBAC refusal and a request the server refuses stop it with NETPOLD_E_TAINT; a missing
+// Node, a 401 and a concurrent change of the taints are retried. No root needed.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,6 +89,21 @@ describe('ReadyTaint against an API server', () => {
     expect(taintsOf('node-a')).toEqual([`${KEY}:NoSchedule`]);
   });
 
+  it('stops when the server refuses the request itself (400), and retries a 401 (a token being rotated)', async () => {
+    server.apply('Node', node('node-a', [{ key: KEY, effect: 'NoSchedule' }]));
+    server.nodeStatus = 400;
+    const t = remover();
+    t.start();
+    expect(await t.settled(5000)).toBe('rejected');
+    server.nodeStatus = 401;
+    const u = remover();
+    u.start();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(u.state).toBe('working');
+    server.nodeStatus = 200;
+    expect(await u.settled(5000)).toBe('removed');
+  });
+
   it('retries until the Node exists (kubelet registers it)', async () => {
     const t = remover();
     t.start();
@@ -126,14 +141,17 @@ describe('ReadyTaint against an API server', () => {
 
 describe('--ready-taint', () => {
   const load = (flags: Record<string, unknown>) => loadAgentConfig({ flags: { kubeconfig: '/k', 'node-name': 'node-a', ...flags }, env: {} });
-  it('defaults to netpold.io/agent-not-ready with the Kubernetes source and a node name', () => {
-    expect(load({}).readyTaint).toBe('netpold.io/agent-not-ready');
+  it('is off by default (it needs patch on every Node, deploy/optional/), on with a key', () => {
+    expect(load({}).readyTaint).toBeUndefined();
+    expect(load({ 'ready-taint': KEY }).readyTaint).toBe(KEY);
     expect(load({ 'ready-taint': 'example.com/not-yet' }).readyTaint).toBe('example.com/not-yet');
+    expect(load({ 'ready-taint': KEY }).warnings).toEqual([]);
   });
-  it('is off when asked, and without a Node to remove it from (manifests, no node name)', () => {
-    expect(load({ 'ready-taint': 'off' }).readyTaint).toBeUndefined();
-    expect(loadAgentConfig({ flags: { manifests: ['/m'], 'node-name': 'node-a' }, env: {} }).readyTaint).toBeUndefined();
-    expect(loadAgentConfig({ flags: { kubeconfig: '/k', 'intercept-all-pods': true }, env: {} }).readyTaint).toBeUndefined();
+  it('does nothing without a Node to remove it from (manifests, no node name), and says so', () => {
+    const m = loadAgentConfig({ flags: { manifests: ['/m'], 'node-name': 'node-a', 'ready-taint': KEY }, env: {} });
+    expect(m.readyTaint).toBeUndefined();
+    expect(m.warnings.join()).toMatch(/--ready-taint netpold.io\/agent-not-ready does nothing without --kubeconfig/);
+    expect(loadAgentConfig({ flags: { kubeconfig: '/k', 'intercept-all-pods': true, 'ready-taint': KEY }, env: {} }).readyTaint).toBeUndefined();
   });
   it('rejects a key that is not a taint key, naming the flag', () => {
     expect(() => load({ 'ready-taint': 'bad key!' })).toThrow(/--ready-taint must be a taint key/);

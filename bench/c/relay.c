@@ -1,5 +1,5 @@
 // relay: the smallest TPROXY TCP relay we could write, as a yardstick for the agent's data path
-// (bench/relay-floor.ts). No policy, no flow table, no JavaScript: what is left is what any
+// (bench/flows.ts, `--modes ...,relay,sockmap`). No policy, no flow table, no JavaScript: what is left is what any
 // TCP-terminating relay costs on this path (a second TCP connection, a second conntrack entry,
 // the bytes moved through the node's TCP stack twice), so the agent's distance to the kernel can
 // be split into "terminating the connection" and "the agent".
@@ -15,9 +15,11 @@
 //            recv() path for short messages, its pipe pool and its fairness budget.
 //   sockmap: both sockets go into a BPF SOCKHASH whose sk_skb verdict program redirects every
 //            received skb to the peer socket's egress (bpf_sk_redirect_hash, keyed by the
-//            receiving socket's cookie); user space only waits for the end. An experiment: when
-//            one side's FIN arrives, bytes the kernel still holds for the peer may be cut off, so
-//            it is not byte-exact at close and must never carry real traffic.
+//            receiving socket's cookie); user space only waits for the end. An experiment, never
+//            for real traffic: a FIN from either side ends the relay in both directions (no
+//            half-close), bytes the kernel still holds for the peer at that moment may be cut
+//            off, and bytes that arrive while the two sockets are being put in the map (kept on
+//            their socket by the program, then moved by hand) can be overtaken by later ones.
 // Prints {"ready":true,"pid":N,...} on stdout once listening; exits on SIGTERM/SIGINT or after --max-seconds.
 // Every loop is bounded (epoll_wait with a timeout, the deadline).
 #define _GNU_SOURCE
@@ -72,7 +74,9 @@ static void sockmap_setup(void) {
   a.max_entries = 65536;
   map_fd = (int)bpf_call(BPF_MAP_CREATE, &a);
   if (map_fd < 0) die("bpf(BPF_MAP_CREATE sockhash)");
-  // key = bpf_get_socket_cookie(skb); return bpf_sk_redirect_hash(skb, map, &key, 0 /* egress */)
+  // key = bpf_get_socket_cookie(skb); r = bpf_sk_redirect_hash(skb, map, &key, 0 /* egress */);
+  // return r == SK_DROP ? SK_PASS : r. No peer in the map yet (the first socket is in, the second
+  // not): the skb stays on its own socket, where sockmap_start reads it.
   struct bpf_insn prog[] = {
       INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),               // r6 = skb
       INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_socket_cookie),  // r0 = cookie(skb->sk)
@@ -84,6 +88,8 @@ static void sockmap_setup(void) {
       INSN(BPF_ALU64 | BPF_ADD | BPF_K, 3, 0, 0, -8),
       INSN(BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, 0),               // r4 = flags: egress
       INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_sk_redirect_hash),
+      INSN(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 1, SK_DROP),           // redirected: return it
+      INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, SK_PASS),         // else keep it here
       INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
   };
   prog[4].imm = map_fd;
@@ -153,9 +159,10 @@ struct conn {
   int fd[2];  // client, upstream
   side_ref_t ref[2];
   dir_t dir[2];  // dir[0]: client -> upstream, dir[1]: upstream -> client
-  int connected, mapped, dead;
+  int connected, mapped, dead, ready;
   uint64_t cookie[2];
   conn_t *next_dead;
+  conn_t *next_ready;
 };
 
 static int sockmap_mode;
@@ -164,6 +171,10 @@ static unsigned long long accepted, completed, failed, active;
 // Connections ended during one epoll batch: freed after it, since a later event of the same
 // batch may still point at them (closing an fd does not take back events already returned).
 static conn_t *graveyard;
+// Connections that spent their splice budget with work left: edge-triggered epoll reports no new
+// edge for it, so they are served again after the batch (before the next wait, which then does
+// not block).
+static conn_t *ready_list;
 
 static void conn_free(conn_t *c, int reset) {
   if (c->dead) return;
@@ -192,7 +203,7 @@ static void conn_free(conn_t *c, int reset) {
 }
 
 // Moves what direction d can move now. 1: the direction is over (FIN passed on), 0: waiting for
-// an edge, -1: the relay failed.
+// an edge, 2: budget spent with work left, -1: the relay failed.
 static int pump(conn_t *c, int d) {
   dir_t *x = &c->dir[d];
   int src = c->fd[d], dst = c->fd[1 - d];
@@ -225,30 +236,52 @@ static int pump(conn_t *c, int d) {
     else if (errno == EAGAIN || errno == EINTR) return 0;
     else return -1;
   }
-  return 0;  // budget spent: the next edge (or the other side's) comes back here
+  return 2;  // budget spent: back on the ready list
 }
 
 // sockmap mode: once connected, both sockets go into the map; then what either received before
 // its verdict program was armed (it sees only skbs that arrive later) is moved by hand. Bytes that
 // arrive while that runs may overtake the ones moved by hand: one of the reasons this is an
 // experiment only.
+// 0: moved what there was, 1: the source's FIN came, -1: failed.
 static int drain(int from, int to) {
   char buf[16384];
   for (int i = 0; i < 64; i++) {
     ssize_t n = recv(from, buf, sizeof buf, MSG_DONTWAIT);
-    if (n <= 0) return 0;
+    if (n == 0) return 1;
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
     if (send(to, buf, (size_t)n, MSG_NOSIGNAL) != n) return -1;
   }
   return 0;
 }
 
+// 0: armed, 1: a side had ended already (the relay ends), -1: failed.
 static int sockmap_start(conn_t *c) {
   c->cookie[0] = cookie_of(c->fd[0]);
   c->cookie[1] = cookie_of(c->fd[1]);
   if (c->cookie[0] == 0 || c->cookie[1] == 0) return -1;
   if (sockmap_put(c->cookie[1], c->fd[0]) != 0 || sockmap_put(c->cookie[0], c->fd[1]) != 0) return -1;
   c->mapped = 1;
-  return drain(c->fd[0], c->fd[1]) || drain(c->fd[1], c->fd[0]) ? -1 : 0;
+  for (int d = 0; d < 2; d++) {
+    int r = drain(c->fd[d], c->fd[1 - d]);
+    if (r < 0) return -1;
+    if (r == 1) {
+      shutdown(c->fd[1 - d], SHUT_WR);  // the FIN the edge-triggered wait may not report again
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void serve(conn_t *c) {
+  int a = pump(c, 0), b = pump(c, 1);
+  if (a < 0 || b < 0) conn_free(c, 1);
+  else if (a == 1 && b == 1) conn_free(c, 0);
+  else if ((a == 2 || b == 2) && !c->ready) {
+    c->ready = 1;
+    c->next_ready = ready_list;
+    ready_list = c;
+  }
 }
 
 static void on_conn_event(side_ref_t *ref, uint32_t events) {
@@ -264,9 +297,12 @@ static void on_conn_event(side_ref_t *ref, uint32_t events) {
       return;
     }
     c->connected = 1;
-    if (sockmap_mode && sockmap_start(c) != 0) {
-      conn_free(c, 1);
-      return;
+    if (sockmap_mode) {
+      int r = sockmap_start(c);
+      if (r != 0) {
+        conn_free(c, r < 0);
+        return;
+      }
     }
   }
   if (sockmap_mode) {
@@ -277,9 +313,7 @@ static void on_conn_event(side_ref_t *ref, uint32_t events) {
     }
     return;
   }
-  int a = pump(c, 0), b = pump(c, 1);
-  if (a < 0 || b < 0) conn_free(c, 1);
-  else if (a == 1 && b == 1) conn_free(c, 0);
+  serve(c);
 }
 
 static int add(int fd, side_ref_t *ref) {
@@ -301,18 +335,31 @@ static void on_accept(int lfd) {
     c->fd[1] = -1;
     for (int d = 0; d < 2; d++) c->dir[d].pipe_r = c->dir[d].pipe_w = -1;
     if (getsockname(fd, (struct sockaddr *)&orig, &ol) != 0) goto fail;
-    int u = socket(peer.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (u < 0) goto fail;
-    c->fd[1] = u;
     int one = 1;
     int lvl = peer.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
     int opt = peer.ss_family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
-    if (setsockopt(u, lvl, opt, &one, sizeof one) != 0) goto fail;
-    if (setsockopt(u, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) != 0) goto fail;
-    if (peer.ss_family == AF_INET) ((struct sockaddr_in *)&peer)->sin_port = 0;
-    else ((struct sockaddr_in6 *)&peer)->sin6_port = 0;
-    if (bind(u, (struct sockaddr *)&peer, pl) != 0) goto fail;
-    if (connect(u, (struct sockaddr *)&orig, ol) != 0 && errno != EINPROGRESS) goto fail;
+    in_port_t *port = peer.ss_family == AF_INET ? &((struct sockaddr_in *)&peer)->sin_port : &((struct sockaddr_in6 *)&peer)->sin6_port;
+    in_port_t client_port = *port;
+    *port = 0;
+    // From the client's address with a port of its own, never the client's own port (the kernel
+    // may pick it: it checks sockets, not conntrack, and the two legs' entries would merge), as
+    // the agent does; a few tries.
+    for (int attempt = 0; attempt < 4; attempt++) {
+      if (c->fd[1] >= 0) close(c->fd[1]);
+      c->fd[1] = socket(peer.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      int u = c->fd[1];
+      if (u < 0) goto fail;
+      if (setsockopt(u, lvl, opt, &one, sizeof one) != 0) goto fail;
+      if (setsockopt(u, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) != 0) goto fail;
+      if (bind(u, (struct sockaddr *)&peer, pl) != 0) goto fail;
+      if (connect(u, (struct sockaddr *)&orig, ol) != 0 && errno != EINPROGRESS) goto fail;
+      struct sockaddr_storage got;
+      socklen_t gl = sizeof got;
+      if (getsockname(u, (struct sockaddr *)&got, &gl) != 0) goto fail;
+      in_port_t p = got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port : ((struct sockaddr_in6 *)&got)->sin6_port;
+      if (p != client_port) break;
+      if (attempt == 3) goto fail;
+    }
     if (!sockmap_mode) {
       for (int d = 0; d < 2; d++) {
         int p[2];
@@ -366,7 +413,8 @@ int main(int argc, char **argv) {
   ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll_create1");
   static side_ref_t listener = {NULL, -1};
-  struct epoll_event lev = {.events = EPOLLIN | EPOLLET, .data.ptr = &listener};
+  // Level-triggered: on_accept takes at most 64 per call, and what it leaves is reported again.
+  struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listener};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) != 0) die("epoll_ctl listener");
   printf("{\"ready\":true,\"pid\":%d,\"mode\":\"%s\",\"port\":%d}\n", (int)getpid(), mode, port);
   fflush(stdout);
@@ -376,11 +424,20 @@ int main(int argc, char **argv) {
   while (!stop_flag) {
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 > max_seconds) break;
-    int n = epoll_wait(ep, evs, 256, 200);
+    int n = epoll_wait(ep, evs, 256, ready_list ? 0 : 200);
     for (int i = 0; i < n; i++) {
       side_ref_t *ref = evs[i].data.ptr;
       if (ref == &listener) on_accept(lfd);
       else on_conn_event(ref, evs[i].events);
+    }
+    // The ready list of the turn before (connections this batch served are on it again if so).
+    conn_t *again = ready_list;
+    ready_list = NULL;
+    while (again) {
+      conn_t *c = again;
+      again = c->next_ready;
+      c->ready = 0;
+      if (!c->dead) serve(c);
     }
     while (graveyard) {
       conn_t *c = graveyard;

@@ -44,7 +44,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flow-log', kind: 'string', arg: '<path|-|off>', default: '-', description: 'flow log: one JSON line per decided flow, to a file, - (standard output, with the log), or off' },
   { name: 'flow-log-sample-rate', kind: 'number', arg: '<0..1>', min: 0, max: 1, default: 0.01, description: 'fraction of allowed flows logged (denied flows are always logged)' },
   { name: 'flow-log-buffer', kind: 'int', arg: '<lines>', min: 1, max: 1_000_000, default: 10000, description: 'flow-log lines waiting to be written; beyond that lines are dropped (counted), never waited for' },
-  { name: 'ready-taint', kind: 'string', arg: '<key|off>', default: DEFAULT_READY_TAINT, description: 'with --kubeconfig or --in-cluster: once enforcing, remove taints with this key from this node\'s Node object (register nodes with it, e.g. kubelet --register-with-taints=netpold.io/agent-not-ready=:NoSchedule, so that no pod is scheduled before the agent enforces), or off' },
+  { name: 'ready-taint', kind: 'string', arg: '<key|off>', default: 'off', description: `with --kubeconfig or --in-cluster and --node-name: once enforcing, remove taints with this key (such as ${DEFAULT_READY_TAINT}) from this node's Node object, so that nodes registered with it (kubelet --register-with-taints=${DEFAULT_READY_TAINT}=:NoSchedule) get no pods before the agent enforces; needs get and patch on nodes (deploy/optional/ready-taint.yaml); off by default` },
   { name: 'shutdown-grace-ms', kind: 'int', arg: '<n>', min: 0, max: 600_000, default: 10000, description: 'on SIGTERM, how long live TCP flows may finish (new flows are refused meanwhile) before the rest are reset' },
 ];
 
@@ -158,10 +158,14 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
   }
   const flowLogDest = get<string>('flow-log');
   const readyTaintKey = get<string>('ready-taint');
+  const notes: string[] = [];
   if (readyTaintKey !== undefined && readyTaintKey !== 'off') {
     // A taint key has the syntax of a label key.
     const p = labelKeyProblem(readyTaintKey);
     if (p !== undefined) problems.push(`${where('ready-taint')} must be a taint key (the syntax of a label key) or off: ${p}`);
+    // Only the Kubernetes source has a Node to remove it from: said, not an error (one config
+    // file may serve both kinds of agents).
+    else if (manifests !== undefined || nodeName === undefined) notes.push(`${where('ready-taint')} ${readyTaintKey} does nothing without --kubeconfig or --in-cluster and --node-name`);
   }
   const verdictCache = get<number>('verdict-cache');
   if (verdictCache !== undefined && (verdictCache & (verdictCache - 1)) !== 0) problems.push(`${where('verdict-cache')} must be 0 or a power of two, not ${verdictCache}`);
@@ -173,7 +177,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
   const routeTable = get<number>('route-table')!;
   const rulePriority = get<number>('rule-priority')!;
   const fwmark = Number(get('fwmark'));
-  const warnings = [...r.warnings];
+  const warnings = [...r.warnings, ...notes];
   // Allowed (the operator may know the node has none of these), but said at every start: a bit
   // another component sets routes that component's traffic to the agent's local route.
   for (const k of KNOWN_MARK_BITS) {

@@ -11,14 +11,16 @@
 //
 // Retries: network errors, 5xx, 404 (the Node object not created yet) and conflicts (422: a
 // failed test) are retried with a backoff from `retryMs` doubling to `maxRetryMs`, for as long as
-// the agent runs, each logged as a warning; 401/403 (RBAC without get or patch on nodes) is
-// logged once as an error, NETPOLD_E_TAINT, and not retried.
+// the agent runs, each logged as a warning; 403 (RBAC without get or patch on nodes) and the
+// server refusing the request itself (400, 405, 415) are logged once as an error,
+// NETPOLD_E_TAINT, and not retried. Off by default (--ready-taint): patching Nodes is a
+// permission RBAC cannot narrow to the agent's own Node (deploy/optional/ready-taint.yaml).
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../../log.js';
 
 export { DEFAULT_READY_TAINT } from './taint-key.js';
 
-export type ReadyTaintState = 'idle' | 'working' | 'removed' | 'absent' | 'forbidden' | 'stopped';
+export type ReadyTaintState = 'idle' | 'working' | 'removed' | 'absent' | 'forbidden' | 'rejected' | 'stopped';
 
 export interface ReadyTaintOptions {
   readonly retryMs?: number;
@@ -107,15 +109,22 @@ export class ReadyTaint {
     } catch (e) {
       status = typeof (e as { code?: unknown }).code === 'number' ? ((e as { code: number }).code) : undefined;
       if (this.stateNow !== 'working') return;
-      if (status === 401 || status === 403) {
+      if (status === 403) {
         this.stateNow = 'forbidden';
         this.log.error(
           { code: 'NETPOLD_E_TAINT', node: this.nodeName, taint: this.key, status },
-          'cannot remove the readiness taint from this node (RBAC: get and patch on nodes); the node stays tainted, enforcement is unaffected',
+          'cannot remove the readiness taint from this node (RBAC: get and patch on nodes, deploy/optional/ready-taint.yaml); the node stays tainted, enforcement is unaffected',
         );
         return;
       }
-      // 422: a test failed (the taints changed since they were read); 404: no Node yet; others: transient.
+      if (status === 400 || status === 405 || status === 415) {
+        // The server refuses the request itself: trying it again would not change that.
+        this.stateNow = 'rejected';
+        this.log.error({ code: 'NETPOLD_E_TAINT', node: this.nodeName, taint: this.key, status, error: e instanceof Error ? e.message.slice(0, 200) : String(e) }, 'the API server rejected the readiness taint patch; the node stays tainted, enforcement is unaffected');
+        return;
+      }
+      // 422: a test failed (the taints changed since they were read); 404: no Node yet; 401: a
+      // token being rotated; 5xx, 429 and network errors: transient.
       this.log.warn({ code: 'NETPOLD_E_TAINT', node: this.nodeName, taint: this.key, status, retryMs: this.delayMs, error: e instanceof Error ? e.message.slice(0, 200) : String(e) }, 'removing the readiness taint failed; retrying');
     }
     const delay = this.delayMs;
