@@ -282,7 +282,7 @@ async function main(argv: string[]): Promise<void> {
     const latest = join(root, 'bench', 'results', 'latest');
     // bench:memory's results and the yardstick relays' run (bench:flows --modes) live there too,
     // from runs of their own: kept.
-    const kept = ['memory.json', 'memory.md', 'yardstick.json', 'yardstick.md'].filter((f) => existsSync(join(latest, f))).map((f) => [f, readFileSync(join(latest, f))] as const);
+    const kept = ['memory.json', 'memory.md', 'yardstick.json', 'yardstick.md', 'yardstick-rerun.json', 'yardstick-rerun.md'].filter((f) => existsSync(join(latest, f))).map((f) => [f, readFileSync(join(latest, f))] as const);
     rmSync(latest, { recursive: true, force: true });
     cpSync(dir, latest, { recursive: true });
     for (const [f, data] of kept) writeFileSync(join(latest, f), data);
