@@ -80,7 +80,7 @@ export class ReadyTaint {
     if (this.stateNow === 'working' || this.stateNow === 'idle') this.stateNow = 'stopped';
   }
 
-  /** Resolves once the removal is over (removed, absent, forbidden or stopped), or after `timeoutMs`. */
+  /** Resolves once the removal is over (removed, absent, forbidden, rejected or stopped), or after `timeoutMs`. */
   async settled(timeoutMs: number): Promise<ReadyTaintState> {
     const end = Date.now() + timeoutMs;
     while (this.stateNow === 'working' && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
