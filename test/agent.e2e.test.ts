@@ -585,24 +585,25 @@ s.sendto(b'x', ('198.18.1.30', 40000))`);
     });
   }, 60_000);
 
-  it('a connection the node opened to a pod before the agent started ends cleanly while it runs: its replies are not taken for pod traffic', async () => {
+  it('a connection the node opened to a pod while an agent enforced survives that agent\'s restart (an upgrade): its replies are not taken for pod traffic', async () => {
     await withLab({ 'cluster.yaml': MANIFESTS }, [], [8080], async (lab, start) => {
-      // kube-proxy's NAT rules keep conntrack tracking the node's connections before the agent
-      // starts (conntrack is what tells the reply direction; a namespace with no rule that needs
-      // it tracks nothing, and the FIN would be picked up as a new flow from the pod).
+      // kube-proxy's NAT rules keep conntrack tracking the node's connections between the two
+      // agents (without any rule that needs it, a namespace tracks nothing while no agent runs).
       const r = await lab.exec(lab.nodeNamespace, ['nft', '-f', '-'], { input: NODE_RULES });
       expect(r.code, r.stderr).toBe(0);
+      const first = await start();
       const held = holdNodeConnection(lab.nodeNamespace, '198.18.1.20', 8080);
       try {
         expect(await held.opened).toBe('app/server');
-        const agent = await start();
+        expect(await first.stop()).toBe(0);
+        const second = await start();
         // The node half-closes; the responder then ends too: its FIN, a reply-direction packet
-        // to the node, must reach the node's socket and not the agent's listener (which would
-        // answer it with a reset the node never sees, leaving the node waiting).
+        // to the node, must reach the node's socket and not the new agent's listener (which
+        // would answer it with a reset the node never sees, leaving the node waiting). The
+        // connection's conntrack entry kept the mark the first agent's table gave it.
         expect(await held.finish()).toBe('end');
-        // New node connections too, for comparison.
         expect((await lab.probe('198.18.255.1', 'app/server', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('connected');
-        expect(await agent.stop()).toBe(0);
+        expect(await second.stop()).toBe(0);
       } finally {
         held.kill();
       }

@@ -2343,9 +2343,7 @@ void Put32(uint8_t* p, uint32_t v) {
 // in the header checksum and the id (raw(7), IP_HDRINCL).
 // A raw socket for whole UDP datagrams (headers included), non-blocking; -1 and *f on failure.
 // IPv4 IPPROTO_RAW implies IP_HDRINCL; IPv6 needs it said. Transparent: the interception's
-// output chain marks the conntrack entries that transparent sockets open as not the node's, so
-// a reply written after conntrack forgot the flow does not turn the pod's next datagrams into
-// "replies to the node" that pass the agent.
+// output chain takes connections of non-transparent local sockets for the node's own.
 int OpenRawSocket(int family, Failure* f) {
   int s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
   if (s < 0) {

@@ -88,9 +88,8 @@ export function renderRuleset(c: InterceptionConfig, pods: PodAddresses | undefi
   const set = pods ?? EVERYTHING;
   const v4 = set.v4.length ? `\n    elements = { ${set.v4.join(', ')} }` : '';
   const v6 = set.v6.length ? `\n    elements = { ${set.v6.join(', ')} }` : '';
-  // Each connection TPROXY takes gets our bit in its conntrack mark too: not the node's (below).
   const tproxy = (l4: string, fam: 'ip' | 'ip6', dir: 'saddr' | 'daddr'): string =>
-    `    meta l4proto ${l4} ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} tproxy ${fam} to ${fam === 'ip' ? '127.0.0.1' : '[::1]'}:${c.port} meta mark set ${mark} ct mark set ct mark | ${bit} accept`;
+    `    meta l4proto ${l4} ${fam} ${dir} @pods_v${fam === 'ip' ? 4 : 6} tproxy ${fam} to ${fam === 'ip' ? '127.0.0.1' : '[::1]'}:${c.port} meta mark set ${mark} accept`;
   return `table inet ${c.table}
 delete table inet ${c.table}
 table inet ${c.table} {
@@ -111,16 +110,16 @@ table inet ${c.table} {
     # for relayed flows (forwarded to the pod, the error would find no connection there).
     meta l4proto { icmp, ipv6-icmp } socket transparent 1 meta mark set ${mark} accept
     # Replies to connections the node itself opened (kubelet probes, host-network pods, an API
-    # server calling a webhook): the reply direction of a conntrack entry addressed to the node,
-    # unless the entry carries our bit. The node's traffic to its pods is always allowed, and
-    # redirecting a reply would reset it (its socket is not the agent's). The bit marks the
-    # entries that are NOT the node's: every connection the tproxy rules below take (a pod's,
-    # also one whose source a pod forged to be the node's address, to have its later packets
-    # pass here as "replies") and every one the agent's transparent sockets open (local_out).
-    # Marking the others instead, so that entries without a mark pass, lets connections the
-    # node opened before this table was loaded (at the agent's first start, after a crash)
-    # pass too.
-    ct direction reply ct mark & ${bit} == 0 fib daddr type local accept${pods ? '' : `
+    # server calling a webhook; marked in local_out): the node's traffic to its pods is always
+    # allowed, and redirecting a reply would reset it (its socket is not the agent's). Told by
+    # the mark set when the connection opened, never by the entry's direction alone: a pod can
+    # create an entry "node -> pod" by forging the node's address as a source (IPv6 has no
+    # martian check for it; IPv4 with accept_local=1 neither), and its own packets would then
+    # pass as replies, straight to node services. The price: a connection the node opened while
+    # no table of ours was loaded (before the agent's first start, in the seconds between an old
+    # agent's exit and the new one's start) has no mark and is reset once; conntrack cannot tell
+    # it from an entry a pod forged in that window. Marks survive agent restarts.
+    ct direction reply ct mark & ${bit} == ${bit} accept${pods ? '' : `
     # Fail-closed phase: leave traffic to the node itself alone.
     fib daddr type local return`}
     # New traffic from or to a pod of this node: to the agent's transparent listeners.
@@ -134,12 +133,13 @@ ${(['ip', 'ip6'] as const).flatMap((fam) => (['saddr', 'daddr'] as const).flatMa
   }
   chain local_out {
     type filter hook output priority filter; policy accept;
-    # A new connection of one of the agent's transparent sockets (upstream legs from a pod's
-    # address, raw UDP replies from the node's address when conntrack has forgotten the flow):
-    # not the node's, its replies go to the agent (see divert). skuid first: socket is only
-    # evaluated on a packet that has a socket (a lookup in output, with no input device, could
-    # crash kernels older than 5.18).
-    ct state new meta skuid >= 0 socket transparent 1 ct mark set ct mark | ${bit}
+    # A new connection from a local socket that is not one of the agent's (all transparent,
+    # its raw sockets too): the node's own. Its conntrack entry carries our bit (the same bit
+    # as the packet mark: software that copies conntrack marks to packets would only route the
+    # node's own replies locally, where they go anyway). skuid first: socket is only evaluated
+    # on a packet that has a socket (a lookup in output, with no input device, could crash
+    # kernels older than 5.18).
+    ct state new meta skuid >= 0 socket transparent 0 ct mark set ct mark | ${bit}
   }
 }
 `;
