@@ -6,10 +6,6 @@ import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot, which } from '../src/lab/sys.js';
 
-export function loadgenSource(): string {
-  return cSource('loadgen');
-}
-
 export function loadgenBinary(): string {
   return cBinary('loadgen');
 }

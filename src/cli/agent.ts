@@ -127,8 +127,7 @@ export async function runAgent(cfg: AgentConfig, io: Io): Promise<number> {
       source = s;
       if (cfg.readyTaint !== undefined && cfg.nodeName !== undefined) {
         const { ReadyTaint } = await import('../source/k8s/taint.js');
-        const { loadKubeConfig } = await import('../source/k8s/config.js');
-        const t = new ReadyTaint(loadKubeConfig(cfg.source.connection), cfg.nodeName, cfg.readyTaint, log);
+        const t = new ReadyTaint(s.kubeConfig, cfg.nodeName, cfg.readyTaint, log);
         readyTaint = t;
         closers.push(async () => t.stop());
       }

@@ -158,14 +158,15 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
   }
   const flowLogDest = get<string>('flow-log');
   const readyTaintKey = get<string>('ready-taint');
+  // Only the Kubernetes source, on a named node, has a Node to remove the taint from.
+  const taintApplies = (kubeconfig !== undefined || inCluster) && nodeName !== undefined;
   const notes: string[] = [];
   if (readyTaintKey !== undefined && readyTaintKey !== 'off') {
     // A taint key has the syntax of a label key.
     const p = labelKeyProblem(readyTaintKey);
     if (p !== undefined) problems.push(`${where('ready-taint')} must be a taint key (the syntax of a label key) or off: ${p}`);
-    // Only the Kubernetes source has a Node to remove it from: said, not an error (one config
-    // file may serve both kinds of agents).
-    else if (manifests !== undefined || nodeName === undefined) notes.push(`${where('ready-taint')} ${readyTaintKey} does nothing without --kubeconfig or --in-cluster and --node-name`);
+    // Said, not an error: one config file may serve both kinds of agents.
+    else if (!taintApplies) notes.push(`${where('ready-taint')} ${readyTaintKey} does nothing without --kubeconfig or --in-cluster and --node-name`);
   }
   const verdictCache = get<number>('verdict-cache');
   if (verdictCache !== undefined && (verdictCache & (verdictCache - 1)) !== 0) problems.push(`${where('verdict-cache')} must be 0 or a power of two, not ${verdictCache}`);
@@ -219,7 +220,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
         ? undefined
         : { destination: flowLogDest, sampleRate: get<number>('flow-log-sample-rate')!, bufferLines: get<number>('flow-log-buffer')! },
     shutdownGraceMs: get<number>('shutdown-grace-ms')!,
-    readyTaint: readyTaintKey === undefined || readyTaintKey === 'off' || kubeconfig === undefined && !inCluster || nodeName === undefined ? undefined : readyTaintKey,
+    readyTaint: readyTaintKey === undefined || readyTaintKey === 'off' || !taintApplies ? undefined : readyTaintKey,
     configFile,
     origins: r.origins,
     warnings,

@@ -146,6 +146,11 @@ export class KubernetesSource implements StateSource {
   /** Cross-object problems last reported, by kind/key: reported again only when they change. */
   private crossReported = new Map<string, string>();
 
+  /** The client configuration this source uses (others talking to the same API server share it). */
+  get kubeConfig(): KubeConfig {
+    return this.kc;
+  }
+
   constructor(options: KubernetesSourceOptions) {
     this.kc = loadKubeConfig(options.connection);
     this.log = options.log;
