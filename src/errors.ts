@@ -28,7 +28,7 @@ export const ErrorCodes = {
   NETPOLD_E_AGENT_UNREACHABLE: 'No agent answered on the explain socket: run `netpold explain` as root on a node where `netpold agent` runs (inside its pod: kubectl exec), pass --agent-socket PATH, or explain from files with --manifests.',
   NETPOLD_E_FLOW_LOG: 'The flow log (--flow-log PATH) could not be opened for appending. Give a writable path, - for standard output, or off.',
   NETPOLD_E_TAINT: 'The agent could not remove its readiness taint (--ready-taint) from its Node: RBAC without get and patch on nodes or a request the server refuses (not retried), or the API server failed or the Node does not exist yet (retried with backoff). Enforcement is unaffected; apply deploy/optional/ready-taint.yaml or remove the taint by hand.',
-  NETPOLD_E_UNSUPPORTED_NODE: 'The node runs something that defeats interception: kube-proxy in IPVS mode (interface kube-ipvs0) translates Service addresses after the agent redirects traffic, so Service traffic is not enforced; pods on a Linux bridge (cni0, cbr0) reach each other on the node unenforced. Run kube-proxy in iptables or nftables mode; use a CNI that routes each pod interface.',
+  NETPOLD_E_UNSUPPORTED_NODE: 'The node runs something that defeats interception: kube-proxy in IPVS mode (interface kube-ipvs0) translates Service addresses after the agent redirects traffic, so Service traffic is not enforced; or pods sit on a Linux bridge (cni0, cbr0) while --pod-bridges is off, so their traffic on the bridge is not enforced. Run kube-proxy in iptables or nftables mode; leave --pod-bridges at its default or name the bridge.',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

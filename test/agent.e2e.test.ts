@@ -2,16 +2,16 @@
 // path (veth, routing, nftables TPROXY, policy routing). Needs root, iproute2, nftables and the
 // native addon; skips with a message naming what is missing otherwise.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeMatrix } from '../src/cli/matrix.js';
+import { computed, DEMO_PROBES, expectLiveMatrix, liveMatrix, upDemoLab } from './support/matrix.js';
 import { nativeAddonPath } from '../src/dataplane/native.js';
 import { Lab } from '../src/lab/lab.js';
 import { exec, labRequirementsMissing, sysctls } from '../src/lab/sys.js';
 import { compile } from '../src/policy/compile.js';
-import { loadManifestPaths } from '../src/source/files/load.js';
 import type { ClusterState, Protocol } from '../src/model/types.js';
 import fc from 'fast-check';
 import { arbClusterWithFlows } from './support/arbitraries.js';
@@ -36,26 +36,6 @@ describe.runIf(skip && process.env.CI === 'true')('e2e prerequisites in CI', () 
 
 const id = () => `e${Math.floor(Math.random() * 1e6)}`;
 
-function computed(manifests: string[], port: number, protocol: Protocol, family: 4 | 6, node?: string) {
-  const { state, errors } = loadManifestPaths(manifests);
-  expect(errors).toEqual([]);
-  return computeMatrix(compile(state, { localNode: node }), state.pods, protocol, port, family);
-}
-
-/**
- * The live matrix, with cells that disagree with `expected` probed once more with a longer
- * timeout: on a loaded 2-core machine a probe can time out although the path is open. A real
- * disagreement persists.
- */
-async function liveMatrix(lab: Lab, port: number, protocol: Protocol, family: 4 | 6, expected: Record<string, Record<string, boolean>>) {
-  const live = await lab.matrix(port, protocol, { family, timeoutMs: 700 });
-  for (const [a, row] of Object.entries(live)) {
-    for (const b of Object.keys(row)) {
-      if (row[b] !== expected[a]?.[b]) row[b] = (await lab.probe(a, b, port, protocol, { family, timeoutMs: 3000 })).result === 'connected';
-    }
-  }
-  return live;
-}
 
 /**
  * Runs a node server script inside a namespace and resolves once it printed its first line
@@ -85,9 +65,7 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
   const procs: ChildProcess[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
-    cpSync(join(root, 'examples/demo'), dir, { recursive: true });
-    lab = await Lab.up({ id: id(), manifests: [dir], nodeName: 'node-a', ports: [8080, 53] });
+    ({ lab, dir } = await upDemoLab(id()));
     agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a', '--relay', relay]);
     await agent.waitFor((r) => r.msg === 'ready');
   }, 60_000);
@@ -99,20 +77,7 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
-  it.each([
-    [8080, 'TCP', 4],
-    [8080, 'TCP', 6],
-    [53, 'UDP', 4],
-    [53, 'UDP', 6],
-  ] as const)('live matrix on %s/%s IPv%s equals netpold matrix', async (port, protocol, family) => {
-    const want = computed([dir], port, protocol, family, 'node-a');
-    const live = await liveMatrix(lab, port, protocol, family, want);
-    expect(live).toEqual(want);
-    // Not everything is allowed, nor everything denied: the comparison means something.
-    const cells = Object.values(live).flatMap((row) => Object.values(row));
-    expect(cells).toContain(true);
-    expect(cells).toContain(false);
-  });
+  it.each(DEMO_PROBES)('live matrix on %s/%s IPv%s equals netpold matrix', (port, protocol, family) => expectLiveMatrix(lab, [dir], port, protocol, family, 'node-a'));
 
   it('enforces SCTP in the kernel from the same snapshot (its own table, rules per rule group)', async () => {
     // This kernel has no SCTP sockets, so no live SCTP probe: the table's presence and shape are

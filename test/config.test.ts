@@ -48,7 +48,7 @@ describe('agent configuration', () => {
       maxEventLoopLagMs: 2000,
       logLevel: 'info',
       dataplane: { port: 15001, flowTableSize: 65536, udpIdleMs: 30000, connectTimeoutMs: 10000, existingFlows: 'revalidate', families: [4, 6], mode: 'enforce', verdictCacheSize: 4096 },
-      interception: { table: 'netpold', mark: 0x2000, routeTable: 4242, rulePriority: 5, port: 15001 },
+      interception: { table: 'netpold', mark: 0x2000, routeTable: 4242, rulePriority: 5, port: 15001, podBridges: ['cni0', 'cbr0'] },
     });
     expect(c.origins['port']).toBe('default');
   });
@@ -114,6 +114,14 @@ describe('agent configuration', () => {
     expect(problemsOf(() => load({ manifests: ['/m'], 'agent-socket': 'relative.sock' }))).toContain('must be an absolute path');
     expect(problemsOf(() => load({ manifests: ['/m'], 'verdict-cache': '1000' }))).toContain('--verdict-cache must be 0 or a power of two, not 1000');
     expect(load({ manifests: ['/m'], 'verdict-cache': '0' }).dataplane.verdictCacheSize).toBe(0);
+  });
+
+  it('--pod-bridges: interface names (deduplicated), or off; anything else is a problem', () => {
+    expect(load({ manifests: ['/m'], 'pod-bridges': 'br-pods,cni0,br-pods' }).interception.podBridges).toEqual(['br-pods', 'cni0']);
+    expect(load({ manifests: ['/m'], 'pod-bridges': 'off' }).interception.podBridges).toEqual([]);
+    for (const bad of ['', 'cni0,', 'a/b', 'x'.repeat(16), 'cni0 cbr0']) {
+      expect(problemsOf(() => load({ manifests: ['/m'], 'pod-bridges': bad }))).toContain('--pod-bridges must be off or interface names');
+    }
   });
 
   it('off turns the metrics listener, the explain socket and the flow log off', () => {

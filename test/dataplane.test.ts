@@ -602,9 +602,10 @@ describe('Dataplane: the node it runs on', () => {
   it.each([
     [{ lo: [{ address: '127.0.0.1' }], eth0: [{ address: '198.18.255.1' }] }, []],
     [{ lo: [{ address: '127.0.0.1' }], 'kube-ipvs0': [{ address: '198.18.200.1' }] }, ['kube-ipvs0']],
-    [{ lo: [{ address: '127.0.0.1' }], cni0: [{ address: '198.18.1.1' }] }, ['cni0']],
-    [{ cbr0: [{ address: '198.18.1.1' }], 'kube-ipvs0': [{ address: '198.18.200.1' }] }, ['cbr0', 'kube-ipvs0']],
-  ] as const)('a node that defeats interception (kube-proxy IPVS, a pod bridge) is reported once at error level, not on every snapshot: %j', async (ifaces, expected) => {
+    // A pod bridge is the interception's to handle (bridge-redirect.ts), not a problem here.
+    [{ lo: [{ address: '127.0.0.1' }], cni0: [{ address: '198.18.1.1' }] }, []],
+    [{ cbr0: [{ address: '198.18.1.1' }], 'kube-ipvs0': [{ address: '198.18.200.1' }] }, ['kube-ipvs0']],
+  ] as const)('a node that defeats interception (kube-proxy IPVS) is reported once at error level, not on every snapshot: %j', async (ifaces, expected) => {
     const { dp: d } = await setup({}, allowSnapshot(1), { localAddresses: () => ifaces });
     d.setSnapshot(allowSnapshot(2));
     const lines = log.lines.filter((l) => l.fields.code === 'NETPOLD_E_UNSUPPORTED_NODE');

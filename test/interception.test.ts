@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_INTERCEPTION, Interception, renderRuleset, renderSctpFailClosed, type CommandRunner } from '../src/dataplane/interception.js';
 import { labRequirementsMissing } from '../src/lab/sys.js';
+import type { BridgeSystem } from '../src/dataplane/bridge-redirect.js';
 
 function recorder(existing = ''): { run: CommandRunner; calls: string[]; inputs: string[] } {
   const calls: string[] = [];
@@ -12,11 +13,14 @@ function recorder(existing = ''): { run: CommandRunner; calls: string[]; inputs:
     calls.push(`${cmd} ${args.join(' ')}`);
     if (input !== undefined) inputs.push(input);
     if (cmd === 'nft' && args[0] === 'list') return { code: 0, stdout: existing, stderr: '' };
-    if (cmd === 'ip' && args.includes('del')) return { code: 2, stdout: '', stderr: 'RTNETLINK answers: No such file or directory' };
+    if (cmd === 'ip' && (args.includes('del') || args[1] === 'show')) return { code: 2, stdout: '', stderr: 'RTNETLINK answers: No such file or directory' };
     return { code: 0, stdout: '', stderr: '' };
   };
   return { run, calls, inputs };
 }
+
+/** A node without pod bridges. */
+const noBridges = (run: CommandRunner): BridgeSystem => ({ run, ports: () => undefined, sysctl: () => undefined, readSysctl: () => undefined });
 
 const pods = { v4: ['198.18.1.10', '198.18.1.20'], v6: ['2001:2::1:10'] };
 
@@ -53,7 +57,7 @@ describe('interception ruleset', () => {
 
   it('setup replaces a crashed run\'s tables in place (never deleting them first), then its rules and routes', async () => {
     const rec = recorder('table inet netpold\ntable inet netpold_sctp\ntable inet other\n');
-    const i = new Interception(DEFAULT_INTERCEPTION, rec.run);
+    const i = new Interception(DEFAULT_INTERCEPTION, rec.run, { bridgeSystem: noBridges(rec.run) });
     await i.setup();
     expect(rec.calls.filter((x) => x.startsWith('nft delete'))).toEqual([]);
     expect(rec.calls).toEqual([
@@ -69,6 +73,9 @@ describe('interception ruleset', () => {
       'ip -4 route add local 0.0.0.0/0 dev lo table 4242',
       'ip -6 rule add fwmark 0x2000/0x2000 lookup 4242 priority 5',
       'ip -6 route add local ::/0 dev lo table 4242',
+      // No pod bridge here: only a crashed run's bridge redirect is looked for (and absent).
+      'nft list tables netdev',
+      'ip link show dev npd-fwd0',
     ]);
     expect(rec.inputs[0]).toMatch(/fib daddr type local return/);
     expect(rec.inputs[1]).toMatch(/meta l4proto sctp drop/);
@@ -79,7 +86,7 @@ describe('interception ruleset', () => {
 
   it('teardown removes every ip rule into our table, whatever mark and priority an earlier run gave it', async () => {
     const rec = recorder('');
-    await new Interception({ ...DEFAULT_INTERCEPTION, mark: 0x10 }, rec.run).teardown();
+    await new Interception({ ...DEFAULT_INTERCEPTION, mark: 0x10 }, rec.run, { bridgeSystem: noBridges(rec.run) }).teardown();
     expect(rec.calls).toContain('ip -4 rule del lookup 4242');
     expect(rec.calls).toContain('ip -6 rule del lookup 4242');
     // The only deletion naming a mark is the reverse-path rule's, by its whole selector: never a
@@ -91,7 +98,7 @@ describe('interception ruleset', () => {
   it('a failing command is reported with its code and stderr', async () => {
     const run: CommandRunner = async (cmd, args) =>
       cmd === 'nft' && args[0] === '-f' ? { code: 1, stdout: '', stderr: 'Error: unknown expression tproxy' } : { code: 0, stdout: '', stderr: '' };
-    await expect(new Interception(DEFAULT_INTERCEPTION, run).setup()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION', message: expect.stringContaining('unknown expression tproxy') });
+    await expect(new Interception(DEFAULT_INTERCEPTION, run, { bridgeSystem: noBridges(run) }).setup()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION', message: expect.stringContaining('unknown expression tproxy') });
   });
 });
 

@@ -137,7 +137,7 @@ export async function runAgent(cfg: AgentConfig, io: Io): Promise<number> {
       };
     }
     const native = loadNativeSockets();
-    interception = new Interception(cfg.interception);
+    interception = new Interception(cfg.interception, undefined, { log });
     dataplane = new Dataplane(native, log, cfg.dataplane, { observeDecision: metrics.observeDecision, flowLog });
     agent = new Agent(
       source,

@@ -15,6 +15,7 @@ interface UpOptions {
   id: string;
   nodeName?: string;
   ports: string;
+  bridge?: boolean;
 }
 
 interface ProbeOptions {
@@ -50,6 +51,7 @@ export function registerLab(program: Command, io: Io, setResult: (code: number) 
     .addOption(id())
     .option('--node-name <name>', 'the Node object whose addresses the node gets (default: the first Node)')
     .option('--ports <list>', 'extra ports every pod answers on, TCP and UDP (comma-separated)', DEFAULT_LAB_PORTS.join(','))
+    .option('--bridge', 'pods on a Linux bridge cni0, Flannel style (default: a routed veth each, Calico style)')
     .action(async (o: UpOptions) => setResult(await runLabUp(io, o)));
 
   lab
@@ -106,7 +108,7 @@ export async function runLabUp(io: Io, o: UpOptions): Promise<number> {
   const ports = parsePorts(o.ports);
   const state = loadOrReport(io, o.manifests, false);
   if (!state) return EXIT_INPUT;
-  const lab = await Lab.up({ id: o.id, state, ports, ...(o.nodeName !== undefined ? { nodeName: o.nodeName } : {}), log: (t) => io.err(t) });
+  const lab = await Lab.up({ id: o.id, state, ports, ...(o.nodeName !== undefined ? { nodeName: o.nodeName } : {}), bridge: o.bridge === true, log: (t) => io.err(t) });
   const node = lab.state.nodeName ? `node ${lab.state.nodeName}: ${lab.nodeAddresses.join(', ') || 'no address'}` : 'no Node object';
   io.out(`lab ${lab.id} is up`);
   io.out(`node namespace      ${lab.nodeNamespace} (${node})`);

@@ -6,6 +6,7 @@ import { isAbsolute } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { DEFAULT_AGENT_SOCKET } from '../agent/explain-socket.js';
 import type { DataplaneConfig } from '../dataplane/dataplane.js';
+import { DEFAULT_POD_BRIDGES, IFNAME_RE } from '../dataplane/bridge-redirect.js';
 import { DEFAULT_INTERCEPTION, KNOWN_MARK_BITS, type InterceptionConfig } from '../dataplane/interception.js';
 import { NetpoldError } from '../errors.js';
 import type { KubeConnection } from '../source/k8s/config.js';
@@ -35,7 +36,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'fwmark', kind: 'int', arg: '<n>', min: 1, max: 0xffffffff, default: `0x${DEFAULT_INTERCEPTION.mark.toString(16)}`, description: 'firewall mark bit(s) OR-ed into redirected and returning packets (pick bits no other node software uses)' },
   { name: 'route-table', kind: 'int', arg: '<n>', min: 1, max: 0xfffffff0, default: DEFAULT_INTERCEPTION.routeTable, description: 'routing table for the marked packets (local default route)' },
   { name: 'rule-priority', kind: 'int', arg: '<n>', min: 2, max: 32765, default: DEFAULT_INTERCEPTION.rulePriority, description: 'ip rule priority of the fwmark rule (one less: its reverse-path companion): before any CNI rule that routes pod addresses (AWS VPC CNI: 512 and up)' },
-  { name: 'table', kind: 'string', arg: '<name>', default: DEFAULT_INTERCEPTION.table, description: 'nftables table (family inet) owned by the agent' },
+  { name: 'pod-bridges', kind: 'string', arg: '<names|off>', default: DEFAULT_POD_BRIDGES.join(','), description: "Linux bridges pods may sit on (comma-separated; Flannel's and the bridge plugin's cni0, kubenet's cbr0): the IP traffic of their ports is taken off the bridge and routed on the node, so that it is intercepted (see the README); off: none (pods on a bridge are then not enforced)" },
+  { name: 'table', kind: 'string', arg: '<name>', default: DEFAULT_INTERCEPTION.table, description: 'nftables table (family inet) owned by the agent; NAME_sctp (inet) and NAME_bridge (netdev) are its too' },
   { name: 'ipv6', kind: 'bool', negatable: true, default: true, description: 'do not listen on IPv6' },
   { name: 'log-level', kind: 'enum', arg: '<level>', values: ['debug', 'info', 'warn', 'error'], default: 'info', description: 'debug, info, warn or error' },
   { name: 'metrics-address', kind: 'string', arg: '<host:port|off>', default: DEFAULT_METRICS_ADDRESS, description: 'listener for /metrics, /healthz and /readyz (HOST:PORT, [IPv6]:PORT, or off)' },
@@ -168,6 +170,12 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
     // Said, not an error: one config file may serve both kinds of agents.
     else if (!taintApplies) notes.push(`${where('ready-taint')} ${readyTaintKey} does nothing without --kubeconfig or --in-cluster and --node-name`);
   }
+  const podBridgesText = get<string>('pod-bridges') ?? '';
+  const podBridges = podBridgesText === 'off' ? [] : podBridgesText.split(',').map((b) => b.trim());
+  const badBridges = podBridges.filter((b) => !IFNAME_RE.test(b));
+  if (badBridges.length > 0) {
+    problems.push(`${where('pod-bridges')} must be off or interface names (1-15 of A-Z a-z 0-9 _ . : -) separated by commas, not ${JSON.stringify(podBridgesText)}`);
+  }
   const verdictCache = get<number>('verdict-cache');
   if (verdictCache !== undefined && (verdictCache & (verdictCache - 1)) !== 0) problems.push(`${where('verdict-cache')} must be 0 or a power of two, not ${verdictCache}`);
 
@@ -210,7 +218,7 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
       ...(get<number>('relay-threads')! > 0 ? { relayThreads: get<number>('relay-threads')! } : {}),
       verdictCacheSize: verdictCache!,
     },
-    interception: { ...DEFAULT_INTERCEPTION, port, mark: fwmark, routeTable, rulePriority, table: table! },
+    interception: { ...DEFAULT_INTERCEPTION, port, mark: fwmark, routeTable, rulePriority, table: table!, podBridges: [...new Set(podBridges)] },
     logLevel: get<'debug' | 'info' | 'warn' | 'error'>('log-level')!,
     metrics,
     maxEventLoopLagMs: get<number>('max-event-loop-lag-ms')!,

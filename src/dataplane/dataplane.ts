@@ -68,8 +68,6 @@ export interface DataplaneConfig {
 
 /** The dummy interface kube-proxy's IPVS mode puts every Service address on. */
 const IPVS_INTERFACE = 'kube-ipvs0';
-/** The pod bridges of the bridge CNI plugin (Flannel's, the default `cni0`) and of kubenet. */
-const POD_BRIDGES = ['cni0', 'cbr0'];
 
 /** Optional collaborators: the decision-latency observer and the flow log. */
 export interface DataplaneHooks {
@@ -149,7 +147,6 @@ export class Dataplane {
   private readonly auditedFlows = new WeakSet<FlowEntry>();
   // Scratch reused by every decision: the hot path allocates no key or result per packet.
   private ipvsReported = false;
-  private bridgeReported = false;
   private rawSendReported = false;
   /** The same addresses as numbers, for the fast path (value 1 = local). */
   private localTable = new AddrTable(4);
@@ -268,16 +265,6 @@ export class Dataplane {
     const interfaces = (this.hooks.localAddresses ?? networkInterfaces)() ?? {};
     for (const list of Object.values(interfaces)) {
       for (const a of list ?? []) next.add(a.address);
-    }
-    const bridge = POD_BRIDGES.find((name) => interfaces[name] !== undefined);
-    if (bridge !== undefined && !this.bridgeReported) {
-      // Pods behind a Linux bridge reach each other on this node by bridging, not routing: the
-      // frame is never re-routed, so TPROXY's redirect is ignored and it arrives unenforced.
-      this.bridgeReported = true;
-      this.log.error(
-        { interface: bridge, code: 'NETPOLD_E_UNSUPPORTED_NODE' },
-        `pods are on a Linux bridge on this node (interface ${bridge}, as Flannel and kubenet make it): traffic between pods of this node is bridged and not enforced; use a CNI that routes each pod interface`,
-      );
     }
     if (interfaces[IPVS_INTERFACE] !== undefined && !this.ipvsReported) {
       // IPVS translates a Service address in the input hook, after our prerouting redirect: a

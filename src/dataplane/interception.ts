@@ -2,10 +2,14 @@
 // traffic of the pods of this node reaches the agent's transparent listeners (TPROXY), and
 // the return traffic of the agent's transparent upstream sockets reaches those sockets.
 //
-// No other table is touched. Setup first removes whatever a crashed earlier run left behind
-// (same table name, same rule and route table), and teardown removes exactly what setup made.
+// Where pods sit on a Linux bridge, also a netdev table and a veth pair that take their traffic
+// off the bridge to be routed (bridge-redirect.ts). No other table is touched. Setup first
+// replaces whatever a crashed earlier run left behind (same table names, same rule and route
+// table, same veth pair), and teardown removes exactly what setup made.
 import { execFile } from 'node:child_process';
 import { NetpoldError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { BridgeRedirect, DEFAULT_BRIDGE_POLL_MS, DEFAULT_POD_BRIDGES, realBridgeSystem, type BridgeSystem } from './bridge-redirect.js';
 
 export interface InterceptionConfig {
   /** nftables table (family inet) owned by the agent. */
@@ -26,6 +30,10 @@ export interface InterceptionConfig {
   readonly rulePriority: number;
   /** Transparent listener ports (TCP and UDP share the number) on 127.0.0.1 and [::1]. */
   readonly port: number;
+  /** Linux bridges whose ports' traffic is redirected to be routed (see bridge-redirect.ts); empty: none. */
+  readonly podBridges: readonly string[];
+  /** How often the bridges' ports are read. */
+  readonly bridgePollMs: number;
 }
 
 /**
@@ -48,6 +56,8 @@ export const DEFAULT_INTERCEPTION: InterceptionConfig = {
   routeTable: 4242,
   rulePriority: 5,
   port: 15001,
+  podBridges: DEFAULT_POD_BRIDGES,
+  bridgePollMs: DEFAULT_BRIDGE_POLL_MS,
 };
 
 /** Runs a command with arguments (never through a shell) and optional standard input. */
@@ -170,11 +180,29 @@ function reversePathSelector(c: InterceptionConfig): string[] {
 
 export class Interception {
   private installed = false;
+  private readonly bridge: BridgeRedirect;
 
   constructor(
     private readonly config: InterceptionConfig,
     private readonly run: CommandRunner = execRunner,
-  ) {}
+    options: { readonly bridgeSystem?: BridgeSystem; readonly log?: Logger } = {},
+  ) {
+    this.bridge = new BridgeRedirect(
+      { table: this.bridgeTable, bridges: config.podBridges, pollMs: config.bridgePollMs },
+      options.bridgeSystem ?? realBridgeSystem(run),
+      options.log,
+    );
+  }
+
+  /** The netdev table redirecting the ports of pod bridges. */
+  get bridgeTable(): string {
+    return `${this.config.table}_bridge`;
+  }
+
+  /** Bridge ports whose traffic is redirected now. */
+  get bridgePorts(): readonly string[] {
+    return this.bridge.hooked;
+  }
 
   get isInstalled(): boolean {
     return this.installed;
@@ -205,6 +233,8 @@ export class Interception {
       await this.must('ip', [fam, 'rule', 'add', 'fwmark', mark, 'lookup', String(c.routeTable), 'priority', String(c.rulePriority)]);
       await this.must('ip', [fam, 'route', 'add', 'local', fam === '-4' ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(c.routeTable)]);
     }
+    // Last: what it sends to be routed meets the rules and routes above.
+    await this.bridge.start();
   }
 
   /** The table enforcing SCTP in the kernel (TPROXY cannot redirect SCTP). */
@@ -228,7 +258,8 @@ export class Interception {
   /** Removes our table, rules and routes; tolerates their absence. Never throws. */
   async teardown(): Promise<string[]> {
     const c = this.config;
-    const problems: string[] = [];
+    // First: the pods' ports go back to plain switching before the tables they feed go away.
+    const problems: string[] = await this.bridge.stop();
     const list = await this.run('nft', ['list', 'tables', 'inet']);
     for (const table of [c.table, this.sctpTable]) {
       if (list.code === 0 && new RegExp(`^table inet ${table}$`, 'm').test(list.stdout)) {

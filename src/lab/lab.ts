@@ -6,6 +6,12 @@
 //                node: 169.254.1.1/32 and fe80::1/64 on npv<k>, host routes to the pod's IPs
 //   np-ID-ext    "outside": veth eth0 <-> npext, node routes 198.19.0.0/16 and 2001:2:0:1::/64
 //
+// With `bridge` (Flannel style): every npv<k> is a port of the bridge `cni0` in the node, which
+// holds 169.254.1.1/32 and fe80::1/64 instead; the node routes pod addresses to cni0; each pod
+// has on-link routes to 198.18.0.0/16 and 2001:2::/48 (its peers: reached by ARP/ND and
+// switched on the bridge, never routed), the node's addresses and the external ranges via the
+// gateway. The bridge's netfilter hooks stay on (bridge-nf-call-iptables=1, as kube-proxy needs).
+//
 // Each namespace runs one lab agent (src/lab/lab-agent.ts): responders for the pod's ports and a
 // prober reached through a Unix socket in /run/netpold/lab-ID/. Host-network pods answer from
 // the node namespace on the node's addresses.
@@ -96,7 +102,14 @@ export interface LabUpOptions {
   ports?: number[];
   /** Progress and notices (default: silent). */
   log?: (text: string) => void;
+  /** Pods on a Linux bridge `cni0` (Flannel style) instead of routed veths (Calico style). */
+  bridge?: boolean;
 }
+
+/** The pods' bridge in a `bridge` lab: the name Flannel and the bridge CNI plugin use. */
+export const LAB_BRIDGE = 'cni0';
+/** What pods of a `bridge` lab reach on-link (switched): the pod ranges minus the external one. */
+const BRIDGE_ONLINK = ['198.18.0.0/16', '2001:2::/48'] as const;
 
 export interface LabProbeOptions {
   /** Default 1000 ms. */
@@ -180,7 +193,7 @@ export class Lab {
       throw e;
     }
     try {
-      return await build(plan, dir, script, say);
+      return await build(plan, dir, script, say, opts.bridge === true);
     } catch (e) {
       say(`lab ${plan.id}: a step failed, tearing down`);
       let cleanup = '';
@@ -365,7 +378,7 @@ export class Lab {
 // ---------------------------------------------------------------------------------------------
 // building
 
-async function build(plan: LabPlan, dir: string, script: string, say: (t: string) => void): Promise<Lab> {
+async function build(plan: LabPlan, dir: string, script: string, say: (t: string) => void, bridge: boolean): Promise<Lab> {
   const t0 = Date.now();
   const node = plan.nodeNamespace;
   const ext = plan.extNamespace;
@@ -427,12 +440,26 @@ async function build(plan: LabPlan, dir: string, script: string, say: (t: string
     else await ipn(node, '-6', 'addr', 'add', `${a}/128`, 'dev', 'node0', 'nodad');
   }
 
+  if (bridge) {
+    await ipn(node, 'link', 'add', LAB_BRIDGE, 'type', 'bridge');
+    await sysctls(node, { [`net.ipv4.conf.${LAB_BRIDGE}.rp_filter`]: 0 });
+    await ipn(node, 'addr', 'add', `${GATEWAY_V4}/32`, 'dev', LAB_BRIDGE);
+    await ipn(node, '-6', 'addr', 'add', `${GATEWAY_V6}/64`, 'dev', LAB_BRIDGE, 'nodad');
+    await ipn(node, 'link', 'set', LAB_BRIDGE, 'up');
+  }
   // The external namespace and the pods, LAB_CONCURRENCY at a time.
-  const links: { netns: string; nodeIf: string; ips: readonly string[]; routes: readonly string[] }[] = [
+  const hostRoutes = (ips: readonly string[]) => ips.map((a) => (isIpv4(a) ? `${a}/32` : `${a}/128`));
+  const links: LinkSpec[] = [
     { netns: ext, nodeIf: 'npext', ips: [], routes: [...EXT_RANGES] },
-    ...own.map((p) => ({ netns: p.netns, nodeIf: p.nodeIf!, ips: p.ips, routes: p.ips.map((a) => (isIpv4(a) ? `${a}/32` : `${a}/128`)) })),
+    ...own.map((p) => ({
+      netns: p.netns,
+      nodeIf: p.nodeIf!,
+      ips: p.ips,
+      routes: hostRoutes(p.ips),
+      ...(bridge ? { bridged: { viaGateway: [...hostRoutes(plan.nodeAddresses), ...EXT_RANGES] } } : {}),
+    })),
   ];
-  await mapLimit(links, LAB_CONCURRENCY, (l) => buildLink(node, l.netns, l.nodeIf, l.ips, l.routes));
+  await mapLimit(links, LAB_CONCURRENCY, (l) => buildLink(node, l));
   say(`lab ${plan.id}: ${namespaces.length} namespaces in ${Date.now() - t0} ms`);
 
   // The agents.
@@ -450,7 +477,18 @@ async function build(plan: LabPlan, dir: string, script: string, say: (t: string
   return Lab.open(plan.id);
 }
 
-async function buildLink(node: string, netns: string, nodeIf: string, ips: readonly string[], nodeRoutes: readonly string[]): Promise<void> {
+interface LinkSpec {
+  readonly netns: string;
+  readonly nodeIf: string;
+  readonly ips: readonly string[];
+  /** Routed by the node to nodeIf (to the bridge when bridged). */
+  readonly routes: readonly string[];
+  /** A port of the lab bridge; `viaGateway`: what the pod still routes through the node. */
+  readonly bridged?: { readonly viaGateway: readonly string[] };
+}
+
+async function buildLink(node: string, l: LinkSpec): Promise<void> {
+  const { netns, nodeIf, ips, routes: nodeRoutes, bridged } = l;
   await ip('netns', 'add', netns);
   // Before the veth exists, so eth0 inherits them (no DAD delay on its link-local address).
   await sysctls(netns, {
@@ -462,8 +500,12 @@ async function buildLink(node: string, netns: string, nodeIf: string, ips: reado
   await ipn(netns, 'link', 'set', 'lo', 'up');
   await ipn(node, 'link', 'add', nodeIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns);
   await sysctls(node, { [`net.ipv4.conf.${nodeIf}.rp_filter`]: 0 });
-  await ipn(node, 'addr', 'add', `${GATEWAY_V4}/32`, 'dev', nodeIf);
-  await ipn(node, '-6', 'addr', 'add', `${GATEWAY_V6}/64`, 'dev', nodeIf, 'nodad');
+  if (bridged) {
+    await ipn(node, 'link', 'set', nodeIf, 'master', LAB_BRIDGE);
+  } else {
+    await ipn(node, 'addr', 'add', `${GATEWAY_V4}/32`, 'dev', nodeIf);
+    await ipn(node, '-6', 'addr', 'add', `${GATEWAY_V6}/64`, 'dev', nodeIf, 'nodad');
+  }
   await ipn(node, 'link', 'set', nodeIf, 'up');
   await ipn(netns, 'link', 'set', 'eth0', 'up');
   for (const a of ips) {
@@ -473,9 +515,19 @@ async function buildLink(node: string, netns: string, nodeIf: string, ips: reado
   await ipn(netns, 'route', 'add', GATEWAY_V4, 'dev', 'eth0', 'scope', 'link');
   await ipn(netns, 'route', 'add', 'default', 'via', GATEWAY_V4, 'dev', 'eth0');
   await ipn(netns, '-6', 'route', 'add', 'default', 'via', GATEWAY_V6, 'dev', 'eth0');
+  if (bridged) {
+    for (const r of BRIDGE_ONLINK) await ipn(netns, ...(r.includes(':') ? ['-6'] : []), 'route', 'add', r, 'dev', 'eth0');
+    // More specific than the on-link ranges: the node answers ARP for its addresses on any
+    // interface but neighbour discovery only on the one holding them, so they go via the gateway.
+    for (const r of bridged.viaGateway) {
+      if (r.includes(':')) await ipn(netns, '-6', 'route', 'add', r, 'via', GATEWAY_V6, 'dev', 'eth0');
+      else await ipn(netns, 'route', 'add', r, 'via', GATEWAY_V4, 'dev', 'eth0');
+    }
+  }
+  const nodeDev = bridged ? LAB_BRIDGE : nodeIf;
   for (const r of nodeRoutes) {
-    if (r.includes(':')) await ipn(node, '-6', 'route', 'add', r, 'dev', nodeIf);
-    else await ipn(node, 'route', 'add', r, 'dev', nodeIf);
+    if (r.includes(':')) await ipn(node, '-6', 'route', 'add', r, 'dev', nodeDev);
+    else await ipn(node, 'route', 'add', r, 'dev', nodeDev);
   }
 }
 

@@ -1,0 +1,296 @@
+// Pods on a Linux bridge (Flannel's and the bridge CNI plugin's `cni0`, kubenet's `cbr0`).
+//
+// TPROXY cannot take traffic that enters the node through a bridge, for two reasons:
+//  - Frames between two pods of one bridge are switched, never routed: no IP hook sees them.
+//  - Frames the bridge hands up to the node (routed traffic, its gateway MAC) are seen by the
+//    IPv4/IPv6 prerouting hooks twice over with br_netfilter (bridge-nf-call-iptables=1, which
+//    kube-proxy requires): first from the bridge's own hook, where TPROXY runs and gives the
+//    packet its socket, then in ip_rcv on the bridge device, which drops any socket a packet
+//    carries ("Must drop socket now because of tproxy") and skips the hooks the second time.
+//    The packet arrives without its socket and is reset or dropped.
+// (Both seen on this project's test kernel; the second is what Flannel nodes have.)
+//
+// So the agent takes pod traffic off the bridge before the bridge sees it: a netdev ingress
+// chain on every port of the bridge (the pods' veths) sends each unicast IP frame, with its
+// destination MAC rewritten, through a veth pair of ours (npd-fwd0 -> npd-in0). It arrives on
+// npd-in0 as if routed there, and takes the same path as pod traffic on a routed CNI: conntrack,
+// kube-proxy's DNAT, our divert chain and TPROXY, all once. What the agent relays to a pod
+// leaves through the bridge as usual (routes to pods point at it).
+//
+// Left on the bridge: broadcast and multicast (ARP, DHCP, IPv6 neighbour discovery), IPv6
+// link-local traffic (it belongs to the bridge's link), and non-IP frames. Unicast ICMP between
+// pods is routed through the node instead of switched (a hop, TTL - 1): not policed either way.
+//
+// The bridge's ports change as pods come and go; they are read from sysfs every `pollMs` and
+// the netdev table is replaced (one transaction) when the set changes. A pod's port that is not
+// hooked yet (at most one poll) is switched as before: the same window as a pod whose address
+// the agent has not learnt yet (the NetworkPolicy API allows that a new pod "may be started
+// unprotected" until the plugin has handled it).
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { NetpoldError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { CommandRunner } from './interception.js';
+
+/** The veth pair redirected frames go through: sent on OUT, received (and routed) on IN. */
+export const REDIRECT_OUT = 'npd-fwd0';
+export const REDIRECT_IN = 'npd-in0';
+/** IN's MAC (locally administered, never seen off the node): the frames' new destination. */
+export const REDIRECT_MAC = '02:6e:70:64:00:01';
+/**
+ * IN's IPv4 address: the IPv4 dummy address (RFC 7600), link scope. Not for use: the kernel's
+ * reverse-path check drops every packet arriving on an interface without any IPv4 address
+ * whenever rp_filter is on (it cannot run the loose check there).
+ */
+export const REDIRECT_IN_V4 = '192.0.0.8/32';
+/** The default bridges watched: Flannel's and the bridge plugin's, and kubenet's. */
+export const DEFAULT_POD_BRIDGES: readonly string[] = ['cni0', 'cbr0'];
+export const DEFAULT_BRIDGE_POLL_MS = 250;
+/** An interface name: what the kernel accepts (IFNAMSIZ - 1), and nothing a path could abuse. */
+export const IFNAME_RE = /^[A-Za-z0-9_.:-]{1,15}$/;
+
+export interface BridgeRedirectConfig {
+  /** The netdev table of ours. */
+  readonly table: string;
+  /** Bridges whose ports are redirected; empty: none (pods on them are not enforced: logged). */
+  readonly bridges: readonly string[];
+  readonly pollMs: number;
+}
+
+/** What the redirect needs from the system (real by default; fakes in tests). */
+export interface BridgeSystem {
+  readonly run: CommandRunner;
+  /** The ports of bridge `name`, or undefined when there is no such bridge. */
+  readonly ports: (name: string) => string[] | undefined;
+  /** Writes a sysctl (`net/ipv4/conf/X/rp_filter` form, under /proc/sys). */
+  readonly sysctl: (key: string, value: string) => void;
+  /** Reads one (trimmed), or undefined. */
+  readonly readSysctl: (key: string) => string | undefined;
+}
+
+export const realBridgeSystem = (run: CommandRunner): BridgeSystem => ({
+  run,
+  ports: (name) => {
+    try {
+      return readdirSync(`/sys/class/net/${name}/brif`);
+    } catch {
+      return undefined;
+    }
+  },
+  sysctl: (key, value) => writeFileSync(`/proc/sys/${key}`, value),
+  readSysctl: (key) => {
+    try {
+      return readFileSync(`/proc/sys/${key}`, 'utf8').trim();
+    } catch {
+      return undefined;
+    }
+  },
+});
+
+/**
+ * The netdev table: one ingress chain hooked on every port (none when `ports` is empty). The
+ * text deletes and recreates the table, so loading it replaces the previous one in a single
+ * transaction (the old chain stays hooked until the new one is).
+ */
+export function renderBridgeRedirect(table: string, ports: readonly string[]): string {
+  const head = `table netdev ${table}\ndelete table netdev ${table}\n`;
+  if (ports.length === 0) return `${head}table netdev ${table} {\n}\n`;
+  const devices = ports.map((p) => `"${p}"`).join(', ');
+  return `${head}table netdev ${table} {
+  chain ports {
+    type filter hook ingress devices = { ${devices} } priority filter; policy accept;
+    # Broadcast and multicast (ARP, DHCP, neighbour discovery): the bridge's.
+    ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 return
+    # Unicast neighbour discovery and link-local IPv6 belong to the bridge's link too.
+    icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } return
+    ip6 saddr fe80::/10 return
+    ip6 daddr fe80::/10 return
+    # Every other IP frame from a pod: routed on the node (and so intercepted) instead of
+    # switched or handed up through the bridge.
+    ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"
+  }
+}
+`;
+}
+
+export class BridgeRedirect {
+  private timer: NodeJS.Timeout | undefined;
+  /** Ports of the table loaded last (sorted, joined); undefined: none loaded. */
+  private loaded: string | undefined;
+  private pairReady = false;
+  private lastError: string | undefined;
+  private reportedBridges = '';
+  private syncing: Promise<void> | undefined;
+
+  constructor(
+    private readonly config: BridgeRedirectConfig,
+    private readonly sys: BridgeSystem,
+    private readonly log: Logger | undefined,
+  ) {}
+
+  /** The ports hooked now (sorted). */
+  get hooked(): readonly string[] {
+    return this.loaded ? this.loaded.split(',') : [];
+  }
+
+  /**
+   * Hooks the bridges' ports as they are now (failing loudly: pods on a bridge would otherwise
+   * be switched unenforced), then follows their changes.
+   */
+  async start(): Promise<void> {
+    if (this.config.bridges.length === 0) {
+      // Off: said once, when a bridge of the usual names is there.
+      const present = DEFAULT_POD_BRIDGES.filter((b) => this.sys.ports(b) !== undefined);
+      if (present.length > 0) {
+        this.log?.error(
+          { interface: present.join(','), code: 'NETPOLD_E_UNSUPPORTED_NODE' },
+          `pods are on a Linux bridge on this node (${present.join(', ')}) and --pod-bridges is off: their traffic on the bridge is not enforced`,
+        );
+      }
+      return;
+    }
+    // A crashed run's table and pair, on a node whose bridge is gone: removed (where a bridge is,
+    // the first sync replaces the table).
+    if (this.config.bridges.every((b) => this.sys.ports(b) === undefined)) {
+      const problems = await this.remove();
+      if (problems.length > 0) throw new NetpoldError('NETPOLD_E_INTERCEPTION', problems.join('; '));
+    }
+    // A port can vanish between reading the list and loading the table (kernels before 6.16
+    // refuse a chain on a device that does not exist): read again and retry.
+    let err: unknown;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await this.sync();
+        err = undefined;
+        break;
+      } catch (e) {
+        err = e;
+      }
+    }
+    if (err !== undefined) throw err;
+    this.timer = setInterval(() => void this.tick(), this.config.pollMs);
+    this.timer.unref();
+  }
+
+  /** Reads the ports and replaces the table if they changed. Throws NETPOLD_E_INTERCEPTION. */
+  async sync(): Promise<void> {
+    // One at a time: a tick never overlaps another or start().
+    while (this.syncing) await this.syncing;
+    const p = this.syncOnce();
+    this.syncing = p;
+    try {
+      await p;
+    } finally {
+      this.syncing = undefined;
+    }
+  }
+
+  private async syncOnce(): Promise<void> {
+    const present: string[] = [];
+    const all = new Set<string>();
+    for (const b of this.config.bridges) {
+      const ports = this.sys.ports(b);
+      if (ports === undefined) continue;
+      present.push(b);
+      for (const p of ports) if (IFNAME_RE.test(p)) all.add(p);
+    }
+    const ports = [...all].sort();
+    const key = ports.join(',');
+    if (present.join(',') !== this.reportedBridges) {
+      this.reportedBridges = present.join(',');
+      if (present.length > 0) {
+        this.log?.info(
+          { bridges: present, via: `${REDIRECT_OUT} -> ${REDIRECT_IN}` },
+          `pods on bridge ${present.join(', ')}: their ports' IP traffic is routed through ${REDIRECT_IN} and intercepted there`,
+        );
+      }
+    }
+    // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's leftovers
+    // went in start()). Otherwise the table follows the ports, an empty one included.
+    if ((present.length === 0 && this.loaded === undefined) || key === this.loaded) return;
+    if (ports.length > 0 && !this.pairReady) await this.ensurePair();
+    await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports));
+    this.loaded = key;
+    this.log?.debug({ ports }, 'bridge ports hooked');
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      await this.sync();
+      if (this.lastError !== undefined) this.log?.info({}, 'bridge ports hooked again');
+      this.lastError = undefined;
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      // Once per distinct error, not every poll.
+      if (msg !== this.lastError) this.log?.error({ code: 'NETPOLD_E_INTERCEPTION', error: msg }, 'updating the bridge port redirect failed; retrying');
+      this.lastError = msg;
+    }
+  }
+
+  /** Creates (or reuses, after a crash) the veth pair and makes its receiving end route. */
+  private async ensurePair(): Promise<void> {
+    // The effective rp_filter of an interface is the larger of "all" and its own. Strict (1)
+    // drops whatever arrives on IN, since pod addresses are routed via the bridge: said plainly
+    // rather than leaving the pods without a network.
+    if (this.sys.readSysctl('net/ipv4/conf/all/rp_filter') === '1') {
+      throw new NetpoldError(
+        'NETPOLD_E_INTERCEPTION',
+        `net.ipv4.conf.all.rp_filter is 1 (strict): pod traffic taken off the bridge arrives on ${REDIRECT_IN}, not on the interface its source is routed through, and would be dropped; set it to 2 (loose, the Debian and Ubuntu default) or 0, or run with --pod-bridges off (pods on the bridge are then not enforced)`,
+      );
+    }
+    const have = await this.sys.run('ip', ['link', 'show', 'dev', REDIRECT_OUT]);
+    if (have.code !== 0) await this.must('ip', ['link', 'add', REDIRECT_OUT, 'type', 'veth', 'peer', 'name', REDIRECT_IN]);
+    // Any frame a pod can send must fit (a veth drops what exceeds its MTU, GSO aside).
+    for (const dev of [REDIRECT_OUT, REDIRECT_IN]) await this.must('ip', ['link', 'set', 'dev', dev, 'mtu', '65535']);
+    await this.must('ip', ['link', 'set', 'dev', REDIRECT_IN, 'address', REDIRECT_MAC]);
+    await this.must('ip', ['addr', 'replace', REDIRECT_IN_V4, 'dev', REDIRECT_IN, 'scope', 'link']);
+    // Reverse-path filtering on IN at most loose: a pod's source address is routed via the
+    // bridge, not IN, which strict mode rejects; loose only asks that it be routable at all.
+    // IN starts with net.ipv4.conf.default's value. Written only when strict: the DaemonSet's
+    // /proc/sys is read-only (not privileged), and the usual defaults (0, 2) need nothing.
+    const key = `net/ipv4/conf/${REDIRECT_IN}/rp_filter`;
+    if (this.sys.readSysctl(key) === '1') {
+      try {
+        this.sys.sysctl(key, '2');
+      } catch (e) {
+        throw new NetpoldError(
+          'NETPOLD_E_INTERCEPTION',
+          `${REDIRECT_IN} got rp_filter 1 (strict) from net.ipv4.conf.default.rp_filter and setting it to 2 failed (${(e as NodeJS.ErrnoException).code ?? String(e)}): set net.ipv4.conf.default.rp_filter to 2 on the node (or give the agent a writable /proc/sys), or run with --pod-bridges off (pods on the bridge are then not enforced)`,
+        );
+      }
+    }
+    for (const dev of [REDIRECT_OUT, REDIRECT_IN]) await this.must('ip', ['link', 'set', 'dev', dev, 'up']);
+    this.pairReady = true;
+  }
+
+  /** Stops following the ports; removes the table and the veth pair. Never throws. */
+  async stop(): Promise<string[]> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    while (this.syncing) await this.syncing.catch(() => undefined);
+    return this.remove();
+  }
+
+  private async remove(): Promise<string[]> {
+    const problems: string[] = [];
+    const list = await this.sys.run('nft', ['list', 'tables', 'netdev']);
+    if (list.code === 0 && new RegExp(`^table netdev ${this.config.table}$`, 'm').test(list.stdout)) {
+      const r = await this.sys.run('nft', ['delete', 'table', 'netdev', this.config.table]);
+      if (r.code !== 0) problems.push(`nft delete table netdev ${this.config.table}: ${r.stderr.trim()}`);
+    }
+    const have = await this.sys.run('ip', ['link', 'show', 'dev', REDIRECT_OUT]);
+    if (have.code === 0) {
+      const r = await this.sys.run('ip', ['link', 'del', 'dev', REDIRECT_OUT]);
+      if (r.code !== 0) problems.push(`ip link del ${REDIRECT_OUT}: ${r.stderr.trim()}`);
+    }
+    this.loaded = undefined;
+    this.pairReady = false;
+    return problems;
+  }
+
+  private async must(cmd: string, args: string[], input?: string): Promise<void> {
+    const r = await this.sys.run(cmd, args, input);
+    if (r.code !== 0) {
+      throw new NetpoldError('NETPOLD_E_INTERCEPTION', `${cmd} ${args.join(' ')} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
+    }
+  }
+}

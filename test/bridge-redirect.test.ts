@@ -1,0 +1,226 @@
+// The bridge-port redirect (src/dataplane/bridge-redirect.ts) through a fake system: which
+// commands it runs as bridges and ports come and go, what it refuses, what it logs; and, as
+// root, that nftables accepts the rendered table. The kernel path itself is tested end to end
+// in test/bridge.e2e.test.ts.
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BridgeRedirect, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
+import type { CommandRunner } from '../src/dataplane/interception.js';
+import { labRequirementsMissing } from '../src/lab/sys.js';
+import { MemoryLogger } from '../src/log.js';
+
+interface Fake {
+  sys: BridgeSystem;
+  calls: string[];
+  inputs: string[];
+  bridges: Map<string, string[]>;
+  sysctls: Map<string, string>;
+  /** Whether the veth pair exists. */
+  pair: { exists: boolean };
+  failNft: { message: string | undefined };
+}
+
+function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, string> = {}): Fake {
+  const f: Fake = {
+    calls: [],
+    inputs: [],
+    bridges: new Map(Object.entries(bridges)),
+    sysctls: new Map(Object.entries(sysctls)),
+    pair: { exists: false },
+    failNft: { message: undefined },
+    sys: undefined as unknown as BridgeSystem,
+  };
+  const run: CommandRunner = async (cmd, args, input) => {
+    f.calls.push(`${cmd} ${args.join(' ')}`);
+    if (input !== undefined) f.inputs.push(input);
+    if (cmd === 'nft' && args[0] === '-f' && f.failNft.message) return { code: 1, stdout: '', stderr: f.failNft.message };
+    if (cmd === 'nft' && args[0] === 'list') return { code: 0, stdout: f.inputs.length > 0 ? 'table netdev netpold_bridge\n' : '', stderr: '' };
+    if (cmd === 'ip' && args[1] === 'show') return f.pair.exists ? { code: 0, stdout: '', stderr: '' } : { code: 1, stdout: '', stderr: 'Device does not exist' };
+    if (cmd === 'ip' && args[0] === 'link' && args[1] === 'add') f.pair.exists = true;
+    if (cmd === 'ip' && args[0] === 'link' && args[1] === 'del') f.pair.exists = false;
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  f.sys = {
+    run,
+    ports: (name) => (f.bridges.has(name) ? [...f.bridges.get(name)!] : undefined),
+    sysctl: (key, value) => void f.sysctls.set(key, value),
+    readSysctl: (key) => f.sysctls.get(key),
+  };
+  return f;
+}
+
+const config = { table: 'netpold_bridge', bridges: ['cni0', 'cbr0'], pollMs: 60_000 };
+
+describe('bridge redirect: the netdev table', () => {
+  it('hooks every port, leaves broadcast, multicast, neighbour discovery and link-local on the bridge, and sends the rest through the pair', () => {
+    const t = renderBridgeRedirect('netpold_bridge', ['veth1', 'veth2']);
+    expect(t.startsWith('table netdev netpold_bridge\ndelete table netdev netpold_bridge\n')).toBe(true);
+    expect(t).toContain('type filter hook ingress devices = { "veth1", "veth2" }');
+    const rules = t.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    const fwd = rules.findIndex((l) => l.includes(`fwd to "${REDIRECT_OUT}"`));
+    expect(rules[fwd]).toBe(`ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"`);
+    for (const keep of ['ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 return', 'ip6 saddr fe80::/10 return', 'ip6 daddr fe80::/10 return']) {
+      const i = rules.indexOf(keep);
+      expect(i).toBeGreaterThanOrEqual(0);
+      expect(i).toBeLessThan(fwd);
+    }
+    expect(rules.findIndex((l) => l.startsWith('icmpv6 type { nd-router-solicit') && l.endsWith('return'))).toBeLessThan(fwd);
+  });
+
+  it('no ports: an empty table (no chain: a netdev chain needs a device)', () => {
+    const t = renderBridgeRedirect('netpold_bridge', []);
+    expect(t).not.toContain('chain');
+    expect(t).toContain('table netdev netpold_bridge {\n}');
+  });
+});
+
+describe('bridge redirect: following the bridges', () => {
+  it('a node without a bridge: nothing is created, a crashed run\'s table and pair are removed', async () => {
+    const f = fake();
+    f.pair.exists = true;
+    f.inputs.push('(a crashed run loaded a table)');
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    await r.sync();
+    expect(f.calls).toEqual(['nft list tables netdev', 'nft delete table netdev netpold_bridge', `ip link show dev ${REDIRECT_OUT}`, `ip link del dev ${REDIRECT_OUT}`]);
+    expect(r.hooked).toEqual([]);
+    await r.stop();
+  });
+
+  it('a bridge with ports: the pair (MTU, MAC, an IPv4 address, loose rp_filter, up), then the table; nothing again until the ports change', async () => {
+    // The pair inherits strict from net.ipv4.conf.default: set to loose.
+    const f = fake({ cni0: ['vethb', 'vetha'] }, { 'net/ipv4/conf/all/rp_filter': '2', [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
+    const log = new MemoryLogger();
+    const r = new BridgeRedirect(config, f.sys, log);
+    await r.start();
+    expect(f.calls).toEqual([
+      `ip link show dev ${REDIRECT_OUT}`,
+      `ip link add ${REDIRECT_OUT} type veth peer name ${REDIRECT_IN}`,
+      `ip link set dev ${REDIRECT_OUT} mtu 65535`,
+      `ip link set dev ${REDIRECT_IN} mtu 65535`,
+      `ip link set dev ${REDIRECT_IN} address ${REDIRECT_MAC}`,
+      `ip addr replace 192.0.0.8/32 dev ${REDIRECT_IN} scope link`,
+      `ip link set dev ${REDIRECT_OUT} up`,
+      `ip link set dev ${REDIRECT_IN} up`,
+      'nft -f -',
+    ]);
+    expect(f.sysctls.get(`net/ipv4/conf/${REDIRECT_IN}/rp_filter`)).toBe('2');
+    expect(f.inputs.at(-1)).toContain('devices = { "vetha", "vethb" }');
+    expect(r.hooked).toEqual(['vetha', 'vethb']);
+    expect(log.lines.some((l) => l.level === 'info' && l.msg.startsWith('pods on bridge cni0'))).toBe(true);
+
+    const n = f.calls.length;
+    await r.sync();
+    expect(f.calls.length).toBe(n); // unchanged ports: no reload
+
+    // A pod comes (on the other bridge too), one goes: one reload with the new set.
+    f.bridges.set('cni0', ['vethb', 'vethc']);
+    f.bridges.set('cbr0', ['cbrport']);
+    await r.sync();
+    expect(f.calls.slice(n)).toEqual(['nft -f -']);
+    expect(f.inputs.at(-1)).toContain('devices = { "cbrport", "vethb", "vethc" }');
+
+    // Every pod gone: an empty table, the pair kept for the next.
+    f.bridges.set('cni0', []);
+    f.bridges.delete('cbr0');
+    await r.sync();
+    expect(f.inputs.at(-1)).not.toContain('chain');
+    expect(r.hooked).toEqual([]);
+
+    expect(await r.stop()).toEqual([]);
+    expect(f.calls.slice(-4)).toEqual(['nft list tables netdev', 'nft delete table netdev netpold_bridge', `ip link show dev ${REDIRECT_OUT}`, `ip link del dev ${REDIRECT_OUT}`]);
+    expect(f.pair.exists).toBe(false);
+  });
+
+  it('a bridge that appears after start (Flannel makes cni0 with the first pod) is picked up', async () => {
+    const f = fake();
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    f.calls.length = 0;
+    await r.sync();
+    expect(f.calls).toEqual([]); // still nothing
+    f.bridges.set('cni0', ['veth1']);
+    await r.sync();
+    expect(f.calls.at(-1)).toBe('nft -f -');
+    expect(r.hooked).toEqual(['veth1']);
+    await r.stop();
+  });
+
+  it('port names that are not interface names are never written into the ruleset', async () => {
+    const f = fake({ cni0: ['veth1', 'bad"name', 'x'.repeat(16)] });
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    expect(r.hooked).toEqual(['veth1']);
+    expect(f.inputs.at(-1)).not.toContain('bad');
+    await r.stop();
+  });
+
+  it('strict rp_filter on the node: refused at start with the sysctl named, nothing loaded', async () => {
+    const f = fake({ cni0: ['veth1'] }, { 'net/ipv4/conf/all/rp_filter': '1' });
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await expect(r.start()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION', message: expect.stringContaining('net.ipv4.conf.all.rp_filter is 1') });
+    expect(f.inputs).toEqual([]);
+  });
+
+  it('the pair inheriting strict rp_filter where /proc/sys is read-only (a DaemonSet that is not privileged): refused, naming the fix', async () => {
+    const f = fake({ cni0: ['veth1'] }, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
+    f.sys = { ...f.sys, sysctl: () => { throw Object.assign(new Error('read-only'), { code: 'EROFS' }); } };
+    await expect(new BridgeRedirect(config, f.sys, undefined).start()).rejects.toMatchObject({ message: expect.stringContaining('set net.ipv4.conf.default.rp_filter to 2') });
+    // Loose or off already: nothing to write, nothing refused.
+    const g = fake({ cni0: ['veth1'] }, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '0' });
+    g.sys = { ...g.sys, sysctl: () => { throw new Error('must not be written'); } };
+    const r = new BridgeRedirect(config, g.sys, undefined);
+    await r.start();
+    expect(r.hooked).toEqual(['veth1']);
+    await r.stop();
+  });
+
+  it('nft refusing the table: start fails (after retries); a later failure is logged once and retried, never thrown', async () => {
+    const f = fake({ cni0: ['veth1'] });
+    f.failNft.message = 'Error: Could not process rule: No such file or directory';
+    await expect(new BridgeRedirect(config, f.sys, undefined).start()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION' });
+    expect(f.calls.filter((c) => c === 'nft -f -').length).toBe(3);
+
+    const g = fake({ cni0: ['veth1'] });
+    const log = new MemoryLogger();
+    const r = new BridgeRedirect({ ...config, pollMs: 5 }, g.sys, log);
+    await r.start();
+    g.failNft.message = 'Error: boom';
+    g.bridges.set('cni0', ['veth1', 'veth2']);
+    const deadline = Date.now() + 5_000;
+    while (g.calls.filter((c) => c === 'nft -f -').length < 4 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5));
+    expect(log.lines.filter((l) => l.fields.code === 'NETPOLD_E_INTERCEPTION').length).toBe(1);
+    g.failNft.message = undefined;
+    while (r.hooked.length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5));
+    expect(r.hooked).toEqual(['veth1', 'veth2']);
+    expect(log.lines.some((l) => l.msg === 'bridge ports hooked again')).toBe(true);
+    await r.stop();
+  });
+
+  it('off (no bridges configured): nothing is touched; a bridge of the usual names is reported as unenforced', async () => {
+    const f = fake({ cni0: ['veth1'] });
+    const log = new MemoryLogger();
+    const r = new BridgeRedirect({ ...config, bridges: [] }, f.sys, log);
+    await r.start();
+    expect(f.calls).toEqual([]);
+    expect(log.lines.filter((l) => l.level === 'error').map((l) => l.fields.code)).toEqual(['NETPOLD_E_UNSUPPORTED_NODE']);
+  });
+});
+
+const missing = labRequirementsMissing();
+describe.skipIf(missing.length > 0)('nftables accepts the bridge table (nft -c in a scratch namespace)', () => {
+  const ns = `npd-brr-${process.pid}`;
+  beforeAll(() => {
+    execFileSync('ip', ['netns', 'add', ns]);
+    // fwd names an existing device; chains name ports that exist (kernels before 6.16 insist).
+    for (const [a, b] of [[REDIRECT_OUT, REDIRECT_IN], ['vetha', 'vethap'], ['vethb', 'vethbp']]) execFileSync('ip', ['-n', ns, 'link', 'add', a!, 'type', 'veth', 'peer', 'name', b!]);
+  });
+  afterAll(() => execFileSync('ip', ['netns', 'del', ns]));
+  it.each([
+    ['two ports', ['vetha', 'vethb']],
+    ['no port', []],
+  ])('%s', (_n, ports) => {
+    const text = renderBridgeRedirect('netpold_bridge', ports);
+    expect(() => execFileSync('ip', ['netns', 'exec', ns, 'nft', '-c', '-f', '-'], { input: text.split('\n').filter((l) => !l.startsWith('delete table')).join('\n') })).not.toThrow();
+  });
+});
