@@ -346,6 +346,7 @@ async function withLab(
   more: readonly string[],
   ports: number[],
   body: (lab: Lab, start: (args?: readonly string[]) => Promise<AgentProcess>) => Promise<void>,
+  options: { readonly bridge?: boolean } = {},
 ): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'netpold-e2e-'));
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
@@ -353,7 +354,7 @@ async function withLab(
   const agents: AgentProcess[] = [];
   let lab: Lab | undefined;
   try {
-    const l = (lab = await Lab.up({ id: id(), manifests, nodeName: 'node-a', ports }));
+    const l = (lab = await Lab.up({ id: id(), manifests, nodeName: 'node-a', ports, bridge: options.bridge === true }));
     await body(l, async (args = []) => {
       const a = AgentProcess.start(l.nodeNamespace, ['--manifests', ...manifests, '--node-name', 'node-a', ...args]);
       agents.push(a);
@@ -436,7 +437,12 @@ spec:
 }
 `;
 
-  it('the node reaches its pods (probes), egress is masqueraded, a pod reaches itself through its Service, and CNI routing rules do not take redirected traffic; policy is enforced throughout', async () => {
+  // Routed pod interfaces (Calico style), and pods on a bridge (Flannel style: their traffic is
+  // taken off the bridge to be routed; the Service DNAT must then happen once, on that path).
+  it.each([
+    ['routed pod interfaces', false],
+    ['pods on a bridge', true],
+  ])('%s: the node reaches its pods (probes), egress is masqueraded, a pod reaches itself through its Service, and CNI routing rules do not take redirected traffic; policy is enforced throughout', async (_kind, bridge) => {
     await withLab({ 'cluster.yaml': MANIFESTS }, [], [8080], async (lab, start) => {
       const probe = async (from: string, to: string, port: number, protocol: 'TCP' | 'UDP', timeoutMs = 3000) =>
         (await lab.probe(from, to, port, protocol, { timeoutMs })).result;
@@ -492,7 +498,7 @@ spec:
       agent = await start(['--rule-priority', '4242']);
       expect(await probe('app/client', 'app/server', 8080, 'TCP', 1500)).not.toBe('connected');
       expect(await agent.stop()).toBe(0);
-    });
+    }, { bridge });
   }, 120_000);
 
   it("a pod cannot forge a connection 'from the node' to have its own packets pass as the node's replies", async () => {

@@ -3,8 +3,9 @@
 // root, that nftables accepts the rendered table. The kernel path itself is tested end to end
 // in test/bridge.e2e.test.ts.
 import { execFileSync } from 'node:child_process';
+import { release } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BridgeRedirect, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
+import { BridgeRedirect, PORTS_PER_CHAIN, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
 import type { CommandRunner } from '../src/dataplane/interception.js';
 import { labRequirementsMissing } from '../src/lab/sys.js';
 import { MemoryLogger } from '../src/log.js';
@@ -56,6 +57,7 @@ describe('bridge redirect: the netdev table', () => {
     const t = renderBridgeRedirect('netpold_bridge', ['veth1', 'veth2']);
     expect(t.startsWith('table netdev netpold_bridge\ndelete table netdev netpold_bridge\n')).toBe(true);
     expect(t).toContain('type filter hook ingress devices = { "veth1", "veth2" }');
+    expect(t).toContain('jump reroute');
     const rules = t.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
     const fwd = rules.findIndex((l) => l.includes(`fwd to "${REDIRECT_OUT}"`));
     expect(rules[fwd]).toBe(`ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"`);
@@ -65,6 +67,15 @@ describe('bridge redirect: the netdev table', () => {
       expect(i).toBeLessThan(fwd);
     }
     expect(rules.findIndex((l) => l.startsWith('icmpv6 type { nd-router-solicit') && l.endsWith('return'))).toBeLessThan(fwd);
+  });
+
+  it('more ports than one chain may hook (the kernel takes 255): several base chains, each port in exactly one', () => {
+    const ports = Array.from({ length: 2 * PORTS_PER_CHAIN + 1 }, (_, i) => `veth${i}`);
+    const t = renderBridgeRedirect('netpold_bridge', ports);
+    const lists = [...t.matchAll(/devices = \{ ([^}]*) \}/g)].map((m) => m[1]!.split(', ').map((d) => d.replace(/"/g, '')));
+    expect(lists.map((l) => l.length)).toEqual([PORTS_PER_CHAIN, PORTS_PER_CHAIN, 1]);
+    expect(lists.flat()).toEqual(ports);
+    expect(t.match(/jump reroute/g)?.length).toBe(3);
   });
 
   it('no ports: an empty table (no chain: a netdev chain needs a device)', () => {
@@ -208,6 +219,10 @@ describe('bridge redirect: following the bridges', () => {
 });
 
 const missing = labRequirementsMissing();
+function kernelAtLeast(major: number, minor: number): boolean {
+  const [a, b] = release().split('.').map((x) => Number.parseInt(x, 10));
+  return a! > major || (a === major && b! >= minor);
+}
 describe.skipIf(missing.length > 0)('nftables accepts the bridge table (nft -c in a scratch namespace)', () => {
   const ns = `npd-brr-${process.pid}`;
   beforeAll(() => {
@@ -219,6 +234,8 @@ describe.skipIf(missing.length > 0)('nftables accepts the bridge table (nft -c i
   it.each([
     ['two ports', ['vetha', 'vethb']],
     ['no port', []],
+    // Not created: hooks by name are taken for devices that do not exist yet since Linux 6.16.
+    ...(kernelAtLeast(6, 16) ? [['more ports than one chain takes', Array.from({ length: PORTS_PER_CHAIN + 60 }, (_, i) => `vx${i}`)] as [string, string[]]] : []),
   ])('%s', (_n, ports) => {
     const text = renderBridgeRedirect('netpold_bridge', ports);
     expect(() => execFileSync('ip', ['netns', 'exec', ns, 'nft', '-c', '-f', '-'], { input: text.split('\n').filter((l) => !l.startsWith('delete table')).join('\n') })).not.toThrow();

@@ -87,17 +87,31 @@ export const realBridgeSystem = (run: CommandRunner): BridgeSystem => ({
 });
 
 /**
- * The netdev table: one ingress chain hooked on every port (none when `ports` is empty). The
- * text deletes and recreates the table, so loading it replaces the previous one in a single
- * transaction (the old chain stays hooked until the new one is).
+ * Devices per base chain: the kernel takes at most 255 in one chain's hook (NFT_NETDEVICE_MAX
+ * 256, exclusive); nodes may run more pods than that (--max-pods).
+ */
+export const PORTS_PER_CHAIN = 200;
+
+/**
+ * The netdev table: ingress chains hooked on every port (none when `ports` is empty), each
+ * jumping to one chain of rules. The text deletes and recreates the table, so loading it
+ * replaces the previous one in a single transaction (the old chains stay hooked until the new
+ * ones are).
  */
 export function renderBridgeRedirect(table: string, ports: readonly string[]): string {
   const head = `table netdev ${table}\ndelete table netdev ${table}\n`;
   if (ports.length === 0) return `${head}table netdev ${table} {\n}\n`;
-  const devices = ports.map((p) => `"${p}"`).join(', ');
-  return `${head}table netdev ${table} {
-  chain ports {
+  const hooks: string[] = [];
+  for (let i = 0; i < ports.length; i += PORTS_PER_CHAIN) {
+    const devices = ports.slice(i, i + PORTS_PER_CHAIN).map((p) => `"${p}"`).join(', ');
+    hooks.push(`  chain ports${i / PORTS_PER_CHAIN} {
     type filter hook ingress devices = { ${devices} } priority filter; policy accept;
+    jump reroute
+  }
+`);
+  }
+  return `${head}table netdev ${table} {
+  chain reroute {
     # Broadcast and multicast (ARP, DHCP, neighbour discovery): the bridge's.
     ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 return
     # Unicast neighbour discovery and link-local IPv6 belong to the bridge's link too.
@@ -108,7 +122,7 @@ export function renderBridgeRedirect(table: string, ports: readonly string[]): s
     # switched or handed up through the bridge.
     ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"
   }
-}
+${hooks.join('')}}
 `;
 }
 

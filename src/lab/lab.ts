@@ -8,9 +8,9 @@
 //
 // With `bridge` (Flannel style): every npv<k> is a port of the bridge `cni0` in the node, which
 // holds 169.254.1.1/32 and fe80::1/64 instead; the node routes pod addresses to cni0; each pod
-// has on-link routes to 198.18.0.0/16 and 2001:2::/48 (its peers: reached by ARP/ND and
-// switched on the bridge, never routed), the node's addresses and the external ranges via the
-// gateway. The bridge's netfilter hooks stay on (bridge-nf-call-iptables=1, as kube-proxy needs).
+// has an on-link route to every other pod's address (reached by ARP/ND and switched on the
+// bridge, never routed), everything else (the node, Service addresses, outside) via the gateway.
+// The bridge's netfilter hooks stay on (bridge-nf-call-iptables=1, as kube-proxy needs).
 //
 // Each namespace runs one lab agent (src/lab/lab-agent.ts): responders for the pod's ports and a
 // prober reached through a Unix socket in /run/netpold/lab-ID/. Host-network pods answer from
@@ -108,8 +108,6 @@ export interface LabUpOptions {
 
 /** The pods' bridge in a `bridge` lab: the name Flannel and the bridge CNI plugin use. */
 export const LAB_BRIDGE = 'cni0';
-/** What pods of a `bridge` lab reach on-link (switched): the pod ranges minus the external one. */
-const BRIDGE_ONLINK = ['198.18.0.0/16', '2001:2::/48'] as const;
 
 export interface LabProbeOptions {
   /** Default 1000 ms. */
@@ -456,7 +454,7 @@ async function build(plan: LabPlan, dir: string, script: string, say: (t: string
       nodeIf: p.nodeIf!,
       ips: p.ips,
       routes: hostRoutes(p.ips),
-      ...(bridge ? { bridged: { viaGateway: [...hostRoutes(plan.nodeAddresses), ...EXT_RANGES] } } : {}),
+      ...(bridge ? { bridged: { peers: own.filter((o) => o !== p).flatMap((o) => hostRoutes(o.ips)) } } : {}),
     })),
   ];
   await mapLimit(links, LAB_CONCURRENCY, (l) => buildLink(node, l));
@@ -483,8 +481,8 @@ interface LinkSpec {
   readonly ips: readonly string[];
   /** Routed by the node to nodeIf (to the bridge when bridged). */
   readonly routes: readonly string[];
-  /** A port of the lab bridge; `viaGateway`: what the pod still routes through the node. */
-  readonly bridged?: { readonly viaGateway: readonly string[] };
+  /** A port of the lab bridge; `peers`: the other pods' addresses, on-link. */
+  readonly bridged?: { readonly peers: readonly string[] };
 }
 
 async function buildLink(node: string, l: LinkSpec): Promise<void> {
@@ -515,14 +513,11 @@ async function buildLink(node: string, l: LinkSpec): Promise<void> {
   await ipn(netns, 'route', 'add', GATEWAY_V4, 'dev', 'eth0', 'scope', 'link');
   await ipn(netns, 'route', 'add', 'default', 'via', GATEWAY_V4, 'dev', 'eth0');
   await ipn(netns, '-6', 'route', 'add', 'default', 'via', GATEWAY_V6, 'dev', 'eth0');
-  if (bridged) {
-    for (const r of BRIDGE_ONLINK) await ipn(netns, ...(r.includes(':') ? ['-6'] : []), 'route', 'add', r, 'dev', 'eth0');
-    // More specific than the on-link ranges: the node answers ARP for its addresses on any
-    // interface but neighbour discovery only on the one holding them, so they go via the gateway.
-    for (const r of bridged.viaGateway) {
-      if (r.includes(':')) await ipn(netns, '-6', 'route', 'add', r, 'via', GATEWAY_V6, 'dev', 'eth0');
-      else await ipn(netns, 'route', 'add', r, 'via', GATEWAY_V4, 'dev', 'eth0');
-    }
+  if (bridged && bridged.peers.length > 0) {
+    // One `ip -batch` per pod: a lab of n pods has n * (n - 1) such routes.
+    const input = bridged.peers.map((r) => `route add ${r} dev eth0\n`).join('');
+    const r = await exec('ip', ['-n', netns, '-batch', '-'], { input });
+    if (r.code !== 0) throw new Error(`on-link routes in ${netns}: ${r.stderr.trim()}`);
   }
   const nodeDev = bridged ? LAB_BRIDGE : nodeIf;
   for (const r of nodeRoutes) {
