@@ -53,20 +53,28 @@ function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, st
 const config = { table: 'netpold_bridge', bridges: ['cni0', 'cbr0'], pollMs: 60_000 };
 
 describe('bridge redirect: the netdev table', () => {
-  it('hooks every port, leaves broadcast, multicast, neighbour discovery and link-local on the bridge, and sends the rest through the pair', () => {
+  it('hooks every port; drops VLAN tags; leaves IP multicast, limited broadcast, neighbour discovery and link-local on the bridge; sends every other IP packet through the pair', () => {
     const t = renderBridgeRedirect('netpold_bridge', ['veth1', 'veth2']);
     expect(t.startsWith('table netdev netpold_bridge\ndelete table netdev netpold_bridge\n')).toBe(true);
     expect(t).toContain('type filter hook ingress devices = { "veth1", "veth2" }');
     expect(t).toContain('jump reroute');
     const rules = t.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
     const fwd = rules.findIndex((l) => l.includes(`fwd to "${REDIRECT_OUT}"`));
+    // Whatever the frame's destination MAC: no match on it before the redirect.
     expect(rules[fwd]).toBe(`ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"`);
-    for (const keep of ['ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 return', 'ip6 saddr fe80::/10 return', 'ip6 daddr fe80::/10 return']) {
-      const i = rules.indexOf(keep);
-      expect(i).toBeGreaterThanOrEqual(0);
+    for (const before of [
+      'ether type { 8021q, 8021ad } drop',
+      'ip daddr { 224.0.0.0/4, 255.255.255.255 } return',
+      'ip6 daddr ff00::/8 return',
+      'ip6 saddr fe80::/10 return',
+      'ip6 daddr fe80::/10 return',
+    ]) {
+      const i = rules.indexOf(before);
+      expect(i, before).toBeGreaterThanOrEqual(0);
       expect(i).toBeLessThan(fwd);
     }
     expect(rules.findIndex((l) => l.startsWith('icmpv6 type { nd-router-solicit') && l.endsWith('return'))).toBeLessThan(fwd);
+    expect(rules.some((l) => l.includes('ether daddr &'))).toBe(false);
   });
 
   it('more ports than one chain may hook (the kernel takes 255): several base chains, each port in exactly one', () => {

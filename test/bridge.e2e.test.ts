@@ -37,6 +37,55 @@ async function hookedPorts(nodeNs: string): Promise<string[]> {
   return (m[1] ?? m[2]!).split(',').map((s) => s.trim().replace(/"/g, ''));
 }
 
+/** A UDP/IPv4 frame written on eth0 with an AF_PACKET socket: how a pod can address a peer. */
+const RAW_SEND = `
+import socket, struct, sys
+src, dst, dmac, dport, mode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+payload = b'sneaky'
+udp = struct.pack('!HHHH', 40000, dport, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+t = sum(struct.unpack('!10H', ip)); t = (t >> 16) + (t & 0xffff); t += t >> 16
+ip = ip[:10] + struct.pack('!H', ~t & 0xffff) + ip[12:]
+d = b'\\xff' * 6 if mode == 'broadcast' else bytes.fromhex(dmac.replace(':', ''))
+tag = struct.pack('!HH', 0x8100, 0) if mode == 'vlan0' else b''
+s.send(d + s.getsockname()[4] + tag + struct.pack('!H', 0x0800) + ip + udp)
+`;
+/** Prints what reaches UDP port argv[1] within argv[2] seconds, or NOTHING. */
+const UDP_RECV = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
+print('ready', flush=True)
+try:
+    print('GOT', s.recvfrom(100)[0].decode())
+except socket.timeout:
+    print('NOTHING')
+`;
+
+/**
+ * Whether a UDP datagram that kube-system/coredns writes as a raw frame reaches
+ * production/api (which the demo isolates for ingress). `plain`: to api's MAC; `vlan0`: the
+ * same with an 802.1Q tag of VLAN 0 (priority only: the receiver takes it as untagged);
+ * `broadcast`: api's unicast address in a broadcast frame (UDP takes it).
+ */
+async function rawDatagramArrives(lab: Lab, mode: 'plain' | 'vlan0' | 'broadcast'): Promise<boolean> {
+  const api = lab.podNamespace('production/api');
+  const apiIp = (await lab.probe('kube-system/coredns', 'production/api', 8080, 'TCP')).dst;
+  const srcIp = (await lab.probe('kube-system/coredns', 'production/api', 8080, 'TCP')).src;
+  const mac = (await must(['ip', 'netns', 'exec', api, 'cat', '/sys/class/net/eth0/address'])).trim();
+  const recv = spawn('ip', ['netns', 'exec', api, 'python3', '-c', UDP_RECV, '7777', '2'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  recv.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const ended = new Promise<void>((resolve) => recv.on('exit', () => resolve()));
+  const deadline = Date.now() + 10_000;
+  while (!out.includes('ready') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await must(['ip', 'netns', 'exec', lab.podNamespace('kube-system/coredns'), 'python3', '-c', RAW_SEND, srcIp, apiIp, mac, '7777', mode]);
+  await ended;
+  if (!/GOT|NOTHING/.test(out)) throw new Error(`receiver said ${JSON.stringify(out)}`);
+  return out.includes('GOT sneaky');
+}
+
 describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)', () => {
   let lab: Lab;
   let agent: AgentProcess;
@@ -68,7 +117,9 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
     expect(neigh).toMatch(/lladdr/);
     const bridgeMac = (await must(['ip', 'netns', 'exec', node, 'cat', `/sys/class/net/${LAB_BRIDGE}/address`])).trim();
     expect(neigh).not.toContain(bridgeMac);
-  });
+    // What a pod can write on its link reaches its peer in every form the agent must catch.
+    for (const mode of ['plain', 'vlan0', 'broadcast'] as const) expect(await rawDatagramArrives(lab, mode), mode).toBe(true);
+  }, 60_000);
 
   it('the agent starts, hooks every port of the bridge and enforces', async () => {
     agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a']);
@@ -80,6 +131,13 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
   }, 40_000);
 
   it.each(DEMO_PROBES)('live matrix on %s/%s IPv%s equals netpold matrix', (port, protocol, family) => expectLiveMatrix(lab, [dir], port, protocol, family, 'node-a'), 60_000);
+
+  it('frames a pod writes itself: a VLAN-0 tag or a broadcast MAC takes nothing around the agent', async () => {
+    const mark = agent.lines.length;
+    for (const mode of ['plain', 'vlan0', 'broadcast'] as const) expect(await rawDatagramArrives(lab, mode), mode).toBe(false);
+    // The untagged ones were decided (denied: api is isolated for ingress), the tagged one dropped.
+    await agent.waitFor((l) => l.msg === 'flow denied' && l.protocol === 'UDP' && l.srcPod === 'kube-system/coredns' && l.dstPod === 'production/api' && l.dstPort === 7777, 10_000, mark);
+  }, 60_000);
 
   it('relays from the client\'s own address, through the agent (flow log)', async () => {
     // A server in kube-system/coredns (not isolated) that answers with the address it sees.

@@ -17,9 +17,10 @@
 // kube-proxy's DNAT, our divert chain and TPROXY, all once. What the agent relays to a pod
 // leaves through the bridge as usual (routes to pods point at it).
 //
-// Left on the bridge: broadcast and multicast (ARP, DHCP, IPv6 neighbour discovery), IPv6
-// link-local traffic (it belongs to the bridge's link), and non-IP frames. Unicast ICMP between
-// pods is routed through the node instead of switched (a hop, TTL - 1): not policed either way.
+// Left on the bridge: ARP and other non-IP frames, IPv4 multicast and limited broadcast, IPv6
+// multicast, neighbour discovery and link-local traffic. Dropped: VLAN-tagged frames (a VLAN 0
+// tag would carry IP around the redirect). Unicast ICMP between pods is routed through the node
+// instead of switched (a hop, TTL - 1): not policed either way.
 //
 // The bridge's ports change as pods come and go; they are read from sysfs every `pollMs` and
 // the netdev table is replaced (one transaction) when the set changes. A pod's port that is not
@@ -112,14 +113,20 @@ export function renderBridgeRedirect(table: string, ports: readonly string[]): s
   }
   return `${head}table netdev ${table} {
   chain reroute {
-    # Broadcast and multicast (ARP, DHCP, neighbour discovery): the bridge's.
-    ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 return
-    # Unicast neighbour discovery and link-local IPv6 belong to the bridge's link too.
+    # VLAN-tagged frames: pods have no VLANs on a pod bridge, and a receiver takes a frame
+    # tagged with VLAN 0 (priority only) as untagged. Switched, one would pass around what
+    # follows: dropped.
+    ether type { 8021q, 8021ad } drop
+    # IPv4 multicast and limited broadcast, IPv6 multicast, neighbour discovery and link-local
+    # traffic: the bridge's link, left to it (not policed, as on a routed node).
+    ip daddr { 224.0.0.0/4, 255.255.255.255 } return
+    ip6 daddr ff00::/8 return
     icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } return
     ip6 saddr fe80::/10 return
     ip6 daddr fe80::/10 return
-    # Every other IP frame from a pod: routed on the node (and so intercepted) instead of
-    # switched or handed up through the bridge.
+    # Every other IP packet from a pod, whatever MAC it was sent to (a unicast packet in a
+    # broadcast frame reaches UDP sockets too): routed on the node, and so intercepted,
+    # instead of switched or handed up through the bridge.
     ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"
   }
 ${hooks.join('')}}
