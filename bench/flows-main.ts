@@ -16,9 +16,10 @@ async function main(argv: string[]): Promise<void> {
     .option('--rounds <n>', 'rounds of none, kernel, agent (default 5; --quick: 2)')
     .option('--out <dir>', 'also write flows.json and flows.md there')
     .option('--agent-relay <how>', "the agent's TCP relay: splice (default, as the agent) or js")
+    .option('--bridge', 'pods on a Linux bridge (Flannel style) instead of routed veths; modes none, kernel, agent only')
     .option('--modes <list>', 'modes, comma-separated, from none, kernel, agent (the default three) and the yardstick relays relay, sockmap (TCP only)')
     .parse(argv);
-  const o = program.opts<{ quick?: boolean; json?: boolean; sizes?: string; rounds?: string; out?: string; agentRelay?: string; modes?: string }>();
+  const o = program.opts<{ quick?: boolean; json?: boolean; sizes?: string; rounds?: string; out?: string; agentRelay?: string; modes?: string; bridge?: boolean }>();
   const cfg = flowConfigFromArgs(o);
   const report = await withSignalAbort((signal) => runFlowBench(cfg, { log: (t) => process.stderr.write(`${t}\n`), signal }));
   const md = formatFlowMarkdown(report);

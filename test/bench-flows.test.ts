@@ -57,6 +57,12 @@ describe('flow benchmark pieces (no root needed)', () => {
     expect(() => flowConfigFromArgs({ modes: 'agent,agent' })).toThrow(/names a mode twice/);
   });
 
+  it('takes --bridge, but not with the yardstick relays (TPROXY alone cannot take bridged traffic)', () => {
+    expect(flowConfigFromArgs({ bridge: true }).bridge).toBe(true);
+    expect(flowConfigFromArgs({}).bridge).toBeUndefined();
+    expect(() => flowConfigFromArgs({ bridge: true, modes: 'none,relay' })).toThrow(/--bridge: the yardstick relays \(relay\)/);
+  });
+
   it('summarizes rounds and draws charts', () => {
     expect(spreadOf([3, 1, 2])).toEqual({ min: 1, q1: 1.5, median: 2, q3: 2.5, max: 3 });
     const bars = barChart({ title: 'a <b>', yLabel: 'y', groups: ['g1', 'g2'], series: [{ name: 's', color: '#000', values: [1, null], lo: [0.5, null], hi: [2, null] }] });
@@ -87,6 +93,21 @@ describe.skipIf(skip)('flow benchmark, tiny and quick', () => {
     expect(report.modes.agent.agentCpuSecPerGB).toBeGreaterThanOrEqual(0);
     expect(formatFlowMarkdown(report)).toMatch(/agent : kernel : none/);
     // Every namespace the runs built is gone.
+    const left = (await listNetns()).filter((n) => report.labs.some((id) => n.startsWith(`np-${id}-`)));
+    expect(left).toEqual([]);
+  }, 120_000);
+});
+
+describe.skipIf(skip)('flow benchmark, pods on a bridge', () => {
+  it('measures none (switched), kernel (forward hook through br_netfilter) and agent (taken off the bridge): traffic in every mode', async () => {
+    const report = await runFlowBench({ ...tinyConfig([...MODES]), bridge: true });
+    for (const mode of MODES) {
+      const m = report.modes[mode];
+      expect(m.connPerSec, mode).toBeGreaterThan(0);
+      expect(m.streamGbps, mode).toBeGreaterThan(0);
+      expect(m.udpFlowsPerSec, mode).toBeGreaterThan(0);
+    }
+    expect(formatFlowMarkdown(report)).toMatch(/^Pods on a Linux bridge \(`--bridge`/);
     const left = (await listNetns()).filter((n) => report.labs.some((id) => n.startsWith(`np-${id}-`)));
     expect(left).toEqual([]);
   }, 120_000);
