@@ -53,7 +53,7 @@ function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, st
 const config = { table: 'netpold_bridge', bridges: ['cni0', 'cbr0'], pollMs: 60_000 };
 
 describe('bridge redirect: the netdev table', () => {
-  it('hooks every port; drops VLAN tags; leaves IP multicast, limited broadcast, neighbour discovery and link-local on the bridge; sends every other IP packet through the pair', () => {
+  it('hooks every port; drops VLAN tags and non-ICMP group and link-local traffic; leaves ICMP of those, and neighbour discovery, on the bridge; sends every other IP packet through the pair', () => {
     const t = renderBridgeRedirect('netpold_bridge', ['veth1', 'veth2']);
     expect(t.startsWith('table netdev netpold_bridge\ndelete table netdev netpold_bridge\n')).toBe(true);
     expect(t).toContain('type filter hook ingress devices = { "veth1", "veth2" }');
@@ -64,15 +64,22 @@ describe('bridge redirect: the netdev table', () => {
     expect(rules[fwd]).toBe(`ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"`);
     for (const before of [
       'ether type { 8021q, 8021ad } drop',
-      'ip daddr { 224.0.0.0/4, 255.255.255.255 } return',
-      'ip6 daddr ff00::/8 return',
-      'ip6 saddr fe80::/10 return',
-      'ip6 daddr fe80::/10 return',
+      'ip daddr { 224.0.0.0/4, 255.255.255.255 } meta l4proto { icmp, igmp } return',
+      'ip daddr { 224.0.0.0/4, 255.255.255.255 } drop',
+      'ip6 daddr ff00::/8 meta l4proto ipv6-icmp return',
+      'ip6 daddr ff00::/8 drop',
+      'ip6 saddr fe80::/10 meta l4proto ipv6-icmp return',
+      'ip6 daddr fe80::/10 meta l4proto ipv6-icmp return',
+      'ip6 saddr fe80::/10 drop',
+      'ip6 daddr fe80::/10 drop',
     ]) {
       const i = rules.indexOf(before);
       expect(i, before).toBeGreaterThanOrEqual(0);
       expect(i).toBeLessThan(fwd);
     }
+    // Each group's ICMP is let through before the rest of the group is dropped.
+    expect(rules.indexOf('ip6 saddr fe80::/10 meta l4proto ipv6-icmp return')).toBeLessThan(rules.indexOf('ip6 saddr fe80::/10 drop'));
+    expect(rules.indexOf('ip6 daddr ff00::/8 meta l4proto ipv6-icmp return')).toBeLessThan(rules.indexOf('ip6 daddr ff00::/8 drop'));
     expect(rules.findIndex((l) => l.startsWith('icmpv6 type { nd-router-solicit') && l.endsWith('return'))).toBeLessThan(fwd);
     expect(rules.some((l) => l.includes('ether daddr &'))).toBe(false);
   });

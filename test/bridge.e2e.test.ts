@@ -37,10 +37,17 @@ async function hookedPorts(nodeNs: string): Promise<string[]> {
   return (m[1] ?? m[2]!).split(',').map((s) => s.trim().replace(/"/g, ''));
 }
 
-/** A UDP/IPv4 frame written on eth0 with an AF_PACKET socket: how a pod can address a peer. */
-const RAW_SEND = `
+/**
+ * How a pod can address a neighbour on its bridge, each as a python3 script run in the sender
+ * (argv: source IP, the victim's IP, MAC and link-local address, port). The raw ones write a
+ * UDP/IPv4 frame on eth0 themselves: `plain` to the victim's MAC; `vlan0` the same with an
+ * 802.1Q tag of VLAN 0 (priority only: the receiver takes it as untagged); `broadcast` the
+ * victim's unicast address in a broadcast frame (UDP takes it).
+ */
+const SENDERS = {
+  raw: `
 import socket, struct, sys
-src, dst, dmac, dport, mode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+src, dst, dmac, ll, dport, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(('eth0', 0))
 payload = b'sneaky'
@@ -51,36 +58,65 @@ ip = ip[:10] + struct.pack('!H', ~t & 0xffff) + ip[12:]
 d = b'\\xff' * 6 if mode == 'broadcast' else bytes.fromhex(dmac.replace(':', ''))
 tag = struct.pack('!HH', 0x8100, 0) if mode == 'vlan0' else b''
 s.send(d + s.getsockname()[4] + tag + struct.pack('!H', 0x0800) + ip + udp)
-`;
-/** Prints what reaches UDP port argv[1] within argv[2] seconds, or NOTHING. */
-const UDP_RECV = `
+`,
+  // TCP to the victim's link-local address.
+  linkLocalTcp: `
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
+try:
+    socket.create_connection((sys.argv[4] + '%eth0', int(sys.argv[5])), timeout=2).sendall(b'sneaky')
+except OSError:
+    pass
+`,
+  // UDP to all nodes of the link (ff02::1), and to the IPv4 limited broadcast.
+  allNodesUdp: `
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.sendto(b'sneaky', ('ff02::1', int(sys.argv[5]), 0, socket.if_nametoindex('eth0')))
+`,
+  broadcastUdp: `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')
+s.sendto(b'sneaky', ('255.255.255.255', int(sys.argv[5])))
+`,
+};
+/** Prints ready, then what reaches port argv[2] (tcp or udp, argv[1]) within 2 s, or NOTHING. */
+const RECEIVER = `
+import socket, sys
+tcp = sys.argv[1] == 'tcp'
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::', int(sys.argv[2])))
+if tcp: s.listen()
+s.settimeout(2)
 print('ready', flush=True)
 try:
-    print('GOT', s.recvfrom(100)[0].decode())
+    print('GOT', (s.accept()[0].recv(100) if tcp else s.recvfrom(100)[0]).decode())
 except socket.timeout:
     print('NOTHING')
 `;
+const WAYS = ['plain', 'vlan0', 'broadcast', 'link-local TCP', 'all-nodes UDP', 'broadcast UDP'] as const;
+type Way = (typeof WAYS)[number];
 
 /**
- * Whether a UDP datagram that kube-system/coredns writes as a raw frame reaches
- * production/api (which the demo isolates for ingress). `plain`: to api's MAC; `vlan0`: the
- * same with an 802.1Q tag of VLAN 0 (priority only: the receiver takes it as untagged);
- * `broadcast`: api's unicast address in a broadcast frame (UDP takes it).
+ * Whether what kube-system/coredns sends one `way` reaches production/api (which the demo
+ * isolates for ingress) on port 7777.
  */
-async function rawDatagramArrives(lab: Lab, mode: 'plain' | 'vlan0' | 'broadcast'): Promise<boolean> {
+async function reachesIsolatedPod(lab: Lab, way: Way): Promise<boolean> {
   const api = lab.podNamespace('production/api');
-  const apiIp = (await lab.probe('kube-system/coredns', 'production/api', 8080, 'TCP')).dst;
-  const srcIp = (await lab.probe('kube-system/coredns', 'production/api', 8080, 'TCP')).src;
+  const addrs = await lab.probe('kube-system/coredns', 'production/api', 8080, 'TCP');
   const mac = (await must(['ip', 'netns', 'exec', api, 'cat', '/sys/class/net/eth0/address'])).trim();
-  const recv = spawn('ip', ['netns', 'exec', api, 'python3', '-c', UDP_RECV, '7777', '2'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ll = (await must(['ip', '-n', api, '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'])).match(/fe80::[0-9a-f:]+/)?.[0] ?? 'fe80::';
+  const recv = spawn('ip', ['netns', 'exec', api, 'python3', '-c', RECEIVER, way === 'link-local TCP' ? 'tcp' : 'udp', '7777'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   recv.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   const ended = new Promise<void>((resolve) => recv.on('exit', () => resolve()));
   const deadline = Date.now() + 10_000;
   while (!out.includes('ready') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  await must(['ip', 'netns', 'exec', lab.podNamespace('kube-system/coredns'), 'python3', '-c', RAW_SEND, srcIp, apiIp, mac, '7777', mode]);
+  const script = way === 'link-local TCP' ? SENDERS.linkLocalTcp : way === 'all-nodes UDP' ? SENDERS.allNodesUdp : way === 'broadcast UDP' ? SENDERS.broadcastUdp : SENDERS.raw;
+  await must(['ip', 'netns', 'exec', lab.podNamespace('kube-system/coredns'), 'python3', '-c', script, addrs.src, addrs.dst, mac, ll, '7777', way]);
   await ended;
   if (!/GOT|NOTHING/.test(out)) throw new Error(`receiver said ${JSON.stringify(out)}`);
   return out.includes('GOT sneaky');
@@ -117,8 +153,8 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
     expect(neigh).toMatch(/lladdr/);
     const bridgeMac = (await must(['ip', 'netns', 'exec', node, 'cat', `/sys/class/net/${LAB_BRIDGE}/address`])).trim();
     expect(neigh).not.toContain(bridgeMac);
-    // What a pod can write on its link reaches its peer in every form the agent must catch.
-    for (const mode of ['plain', 'vlan0', 'broadcast'] as const) expect(await rawDatagramArrives(lab, mode), mode).toBe(true);
+    // Every way a pod can address a neighbour on its link reaches it (so the test below means something).
+    for (const way of WAYS) expect(await reachesIsolatedPod(lab, way), way).toBe(true);
   }, 60_000);
 
   it('the agent starts, hooks every port of the bridge and enforces', async () => {
@@ -132,10 +168,10 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
 
   it.each(DEMO_PROBES)('live matrix on %s/%s IPv%s equals netpold matrix', (port, protocol, family) => expectLiveMatrix(lab, [dir], port, protocol, family, 'node-a'), 60_000);
 
-  it('frames a pod writes itself: a VLAN-0 tag or a broadcast MAC takes nothing around the agent', async () => {
+  it('no way around the agent on the link: frames a pod writes itself (a VLAN-0 tag, a broadcast MAC), link-local TCP, all-nodes and broadcast UDP', async () => {
     const mark = agent.lines.length;
-    for (const mode of ['plain', 'vlan0', 'broadcast'] as const) expect(await rawDatagramArrives(lab, mode), mode).toBe(false);
-    // The untagged ones were decided (denied: api is isolated for ingress), the tagged one dropped.
+    for (const way of WAYS) expect(await reachesIsolatedPod(lab, way), way).toBe(false);
+    // The untagged unicast ones were decided (denied: api is isolated for ingress); the rest dropped.
     await agent.waitFor((l) => l.msg === 'flow denied' && l.protocol === 'UDP' && l.srcPod === 'kube-system/coredns' && l.dstPod === 'production/api' && l.dstPort === 7777, 10_000, mark);
   }, 60_000);
 

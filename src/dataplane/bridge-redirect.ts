@@ -17,10 +17,12 @@
 // kube-proxy's DNAT, our divert chain and TPROXY, all once. What the agent relays to a pod
 // leaves through the bridge as usual (routes to pods point at it).
 //
-// Left on the bridge: ARP and other non-IP frames, IPv4 multicast and limited broadcast, IPv6
-// multicast, neighbour discovery and link-local traffic. Dropped: VLAN-tagged frames (a VLAN 0
-// tag would carry IP around the redirect). Unicast ICMP between pods is routed through the node
-// instead of switched (a hop, TTL - 1): not policed either way.
+// Left on the bridge: ARP and other non-IP frames, and the ICMP, IGMP and ICMPv6 of multicast,
+// broadcast and link-local traffic (neighbour discovery, MLD). Dropped: VLAN-tagged frames (a
+// VLAN 0 tag would carry IP around the redirect), and the TCP, UDP, SCTP... of multicast,
+// broadcast and IPv6 link-local traffic (no policy can be decided for them; switched, they would
+// reach other pods unenforced, which they never do on a routed node). Unicast ICMP between pods
+// is routed through the node instead of switched (a hop, TTL - 1): not policed either way.
 //
 // The bridge's ports change as pods come and go; they are read from sysfs every `pollMs` and
 // the netdev table is replaced (one transaction) when the set changes. A pod's port that is not
@@ -117,13 +119,22 @@ export function renderBridgeRedirect(table: string, ports: readonly string[]): s
     # tagged with VLAN 0 (priority only) as untagged. Switched, one would pass around what
     # follows: dropped.
     ether type { 8021q, 8021ad } drop
-    # IPv4 multicast and limited broadcast, IPv6 multicast, neighbour discovery and link-local
-    # traffic: the bridge's link, left to it (not policed, as on a routed node).
-    ip daddr { 224.0.0.0/4, 255.255.255.255 } return
-    ip6 daddr ff00::/8 return
+    # Multicast and broadcast: ICMP, IGMP and ICMPv6 (neighbour discovery, MLD) stay on the
+    # bridge; the rest (TCP, UDP, SCTP...) is dropped: no policy can be decided for a group,
+    # and on a routed node a group packet never reaches another pod either.
+    ip daddr { 224.0.0.0/4, 255.255.255.255 } meta l4proto { icmp, igmp } return
+    ip daddr { 224.0.0.0/4, 255.255.255.255 } drop
+    ip6 daddr ff00::/8 meta l4proto ipv6-icmp return
+    ip6 daddr ff00::/8 drop
+    # Link-local unicast: ICMPv6 (neighbour discovery, ping) stays on the bridge; the rest is
+    # dropped: neither end has a pod address to decide it by, and switched, a pod's fe80::
+    # address would reach any service of its neighbours that listens on all addresses.
+    ip6 saddr fe80::/10 meta l4proto ipv6-icmp return
+    ip6 daddr fe80::/10 meta l4proto ipv6-icmp return
+    ip6 saddr fe80::/10 drop
+    ip6 daddr fe80::/10 drop
+    # Unicast neighbour discovery between global addresses: the bridge's link too.
     icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } return
-    ip6 saddr fe80::/10 return
-    ip6 daddr fe80::/10 return
     # Every other IP packet from a pod, whatever MAC it was sent to (a unicast packet in a
     # broadcast frame reaches UDP sockets too): routed on the node, and so intercepted,
     # instead of switched or handed up through the bridge.
