@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { release } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BridgeRedirect, PORTS_PER_CHAIN, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
+import { BridgeRedirect, parseFdb, PORTS_PER_CHAIN, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
 import type { CommandRunner } from '../src/dataplane/interception.js';
 import { labRequirementsMissing } from '../src/lab/sys.js';
 import { MemoryLogger } from '../src/log.js';
@@ -19,6 +19,12 @@ interface Fake {
   /** Whether the veth pair exists. */
   pair: { exists: boolean };
   failNft: { message: string | undefined };
+  /** Interface indexes (default 1 + the name's position in `bridges`). */
+  ifindexes: Map<string, number>;
+  /** Files under /sys. */
+  sysFiles: Map<string, string>;
+  /** What `bridge -j fdb show` prints. */
+  fdb: { json: string };
 }
 
 function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, string> = {}): Fake {
@@ -29,6 +35,9 @@ function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, st
     sysctls: new Map(Object.entries(sysctls)),
     pair: { exists: false },
     failNft: { message: undefined },
+    ifindexes: new Map(),
+    sysFiles: new Map(),
+    fdb: { json: '[]' },
     sys: undefined as unknown as BridgeSystem,
   };
   const run: CommandRunner = async (cmd, args, input) => {
@@ -39,13 +48,16 @@ function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, st
     if (cmd === 'ip' && args[1] === 'show') return f.pair.exists ? { code: 0, stdout: '', stderr: '' } : { code: 1, stdout: '', stderr: 'Device does not exist' };
     if (cmd === 'ip' && args[0] === 'link' && args[1] === 'add') f.pair.exists = true;
     if (cmd === 'ip' && args[0] === 'link' && args[1] === 'del') f.pair.exists = false;
+    if (cmd === 'bridge' && args[0] === '-j') return { code: 0, stdout: f.fdb.json, stderr: '' };
     return { code: 0, stdout: '', stderr: '' };
   };
   f.sys = {
     run,
     ports: (name) => (f.bridges.has(name) ? [...f.bridges.get(name)!] : undefined),
+    ifindex: (name) => f.ifindexes.get(name) ?? 1,
     sysctl: (key, value) => void f.sysctls.set(key, value),
     readSysctl: (key) => f.sysctls.get(key),
+    readSysctlPath: (path) => f.sysFiles.get(path),
   };
   return f;
 }
@@ -129,6 +141,7 @@ describe('bridge redirect: following the bridges', () => {
       `ip link set dev ${REDIRECT_OUT} up`,
       `ip link set dev ${REDIRECT_IN} up`,
       'nft -f -',
+      'bridge -j fdb show br cni0', // forwarding entries to keep alive (none here)
     ]);
     expect(f.sysctls.get(`net/ipv4/conf/${REDIRECT_IN}/rp_filter`)).toBe('2');
     expect(f.inputs.at(-1)).toContain('devices = { "vetha", "vethb" }');
@@ -143,7 +156,7 @@ describe('bridge redirect: following the bridges', () => {
     f.bridges.set('cni0', ['vethb', 'vethc']);
     f.bridges.set('cbr0', ['cbrport']);
     await r.sync();
-    expect(f.calls.slice(n)).toEqual(['nft -f -']);
+    expect(f.calls.slice(n)).toEqual(['nft -f -', 'bridge -j fdb show br cbr0']);
     expect(f.inputs.at(-1)).toContain('devices = { "cbrport", "vethb", "vethc" }');
 
     // Every pod gone: an empty table, the pair kept for the next.
@@ -167,7 +180,7 @@ describe('bridge redirect: following the bridges', () => {
     expect(f.calls).toEqual([]); // still nothing
     f.bridges.set('cni0', ['veth1']);
     await r.sync();
-    expect(f.calls.at(-1)).toBe('nft -f -');
+    expect(f.calls).toContain('nft -f -');
     expect(r.hooked).toEqual(['veth1']);
     await r.stop();
   });
@@ -223,13 +236,69 @@ describe('bridge redirect: following the bridges', () => {
     await r.stop();
   });
 
-  it('off (no bridges configured): nothing is touched; a bridge of the usual names is reported as unenforced', async () => {
+  it('off (no bridges configured): nothing is hooked; a bridge of the usual names is reported as unenforced; a crashed run\'s table and pair are removed', async () => {
     const f = fake({ cni0: ['veth1'] });
+    f.pair.exists = true;
+    f.inputs.push('(a crashed run loaded a table)');
     const log = new MemoryLogger();
     const r = new BridgeRedirect({ ...config, bridges: [] }, f.sys, log);
     await r.start();
-    expect(f.calls).toEqual([]);
+    expect(f.calls).toEqual(['nft list tables netdev', 'nft delete table netdev netpold_bridge', `ip link show dev ${REDIRECT_OUT}`, `ip link del dev ${REDIRECT_OUT}`]);
+    expect(r.hooked).toEqual([]);
     expect(log.lines.filter((l) => l.level === 'error').map((l) => l.fields.code)).toEqual(['NETPOLD_E_UNSUPPORTED_NODE']);
+  });
+
+  it('a port made again under the same name (a new interface index) is hooked again', async () => {
+    const f = fake({ cni0: ['veth1'] });
+    f.ifindexes.set('veth1', 7);
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    const loads = () => f.calls.filter((c) => c === 'nft -f -').length;
+    expect(loads()).toBe(1);
+    await r.sync();
+    expect(loads()).toBe(1);
+    f.ifindexes.set('veth1', 9);
+    await r.sync();
+    expect(loads()).toBe(2);
+    await r.stop();
+  });
+
+  it('a port whose name cannot be written in a ruleset is reported, once, as not enforced; the others are hooked', async () => {
+    const f = fake({ cni0: ['veth1', 'we"ird', 'a+b$c;d'] });
+    const log = new MemoryLogger();
+    const r = new BridgeRedirect(config, f.sys, log);
+    await r.start();
+    await r.sync();
+    expect(r.hooked).toEqual(['a+b$c;d', 'veth1']);
+    expect(f.inputs.at(-1)).not.toContain('we"ird');
+    const errors = log.lines.filter((l) => l.level === 'error');
+    expect(errors.map((l) => [l.fields.code, l.fields.interface])).toEqual([['NETPOLD_E_UNSUPPORTED_NODE', 'we"ird']]);
+    await r.stop();
+  });
+
+  it('keeps the learned forwarding entries of hooked ports alive at a third of the bridge\'s ageing time, and only those', async () => {
+    const f = fake({ cni0: ['veth1', 'veth2'] });
+    f.sysFiles.set('/sys/class/net/cni0/bridge/ageing_time', '30000'); // 300 s: every 100 s
+    f.fdb.json = JSON.stringify([
+      { mac: '02:00:00:00:00:01', ifname: 'veth1', state: '' },
+      { mac: '02:00:00:00:00:02', ifname: 'veth2', vlan: 1, state: '' },
+      { mac: '02:00:00:00:00:03', ifname: 'veth1', state: 'permanent' },
+      { mac: '02:00:00:00:00:04', ifname: 'veth1', state: 'static' },
+      { mac: '02:00:00:00:00:05', ifname: 'veth1', flags: ['self'], state: 'permanent' },
+      { mac: '02:00:00:00:00:06', ifname: 'othr0', state: '' },
+      { mac: '33:33:00:00:00:01', ifname: 'veth1', flags: ['self'], state: 'permanent' },
+    ]);
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    const batch = f.calls.indexOf('bridge -force -batch -');
+    expect(f.calls.slice(batch - 1, batch + 1)).toEqual(['bridge -j fdb show br cni0', 'bridge -force -batch -']);
+    expect(f.inputs.at(-1)).toBe('fdb replace 02:00:00:00:00:01 dev veth1 master use\nfdb replace 02:00:00:00:00:02 dev veth2 master use vlan 1\n');
+    const n = f.calls.length;
+    await r.sync();
+    expect(f.calls.length).toBe(n); // not again within the period
+    await r.stop();
+    expect(parseFdb('not json')).toEqual([]);
+    expect(parseFdb('{"mac": 1}')).toEqual([]);
   });
 });
 

@@ -20,7 +20,7 @@ function recorder(existing = ''): { run: CommandRunner; calls: string[]; inputs:
 }
 
 /** A node without pod bridges. */
-const noBridges = (run: CommandRunner): BridgeSystem => ({ run, ports: () => undefined, sysctl: () => undefined, readSysctl: () => undefined });
+const noBridges = (run: CommandRunner): BridgeSystem => ({ run, ports: () => undefined, ifindex: () => undefined, sysctl: () => undefined, readSysctl: () => undefined, readSysctlPath: () => undefined });
 
 const pods = { v4: ['198.18.1.10', '198.18.1.20'], v6: ['2001:2::1:10'] };
 

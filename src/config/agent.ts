@@ -6,7 +6,7 @@ import { isAbsolute } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { DEFAULT_AGENT_SOCKET } from '../agent/explain-socket.js';
 import type { DataplaneConfig } from '../dataplane/dataplane.js';
-import { DEFAULT_POD_BRIDGES, IFNAME_RE } from '../dataplane/bridge-redirect.js';
+import { DEFAULT_POD_BRIDGES, isPortName } from '../dataplane/bridge-redirect.js';
 import { DEFAULT_INTERCEPTION, KNOWN_MARK_BITS, type InterceptionConfig } from '../dataplane/interception.js';
 import { NetpoldError } from '../errors.js';
 import type { KubeConnection } from '../source/k8s/config.js';
@@ -172,9 +172,9 @@ export function loadAgentConfig(inputs: LoadInputs): AgentConfig {
   }
   const podBridgesText = get<string>('pod-bridges') ?? '';
   const podBridges = podBridgesText === 'off' ? [] : podBridgesText.split(',').map((b) => b.trim());
-  const badBridges = podBridges.filter((b) => !IFNAME_RE.test(b));
+  const badBridges = podBridges.filter((b) => !isPortName(b));
   if (badBridges.length > 0) {
-    problems.push(`${where('pod-bridges')} must be off or interface names (1-15 of A-Z a-z 0-9 _ . : -) separated by commas, not ${JSON.stringify(podBridgesText)}`);
+    problems.push(`${where('pod-bridges')} must be off or interface names (1-15 bytes, no white space, /, : or ") separated by commas, not ${JSON.stringify(podBridgesText)}`);
   }
   const verdictCache = get<number>('verdict-cache');
   if (verdictCache !== undefined && (verdictCache & (verdictCache - 1)) !== 0) problems.push(`${where('verdict-cache')} must be 0 or a power of two, not ${verdictCache}`);

@@ -48,8 +48,13 @@ export const REDIRECT_IN_V4 = '192.0.0.8/32';
 /** The default bridges watched: Flannel's and the bridge plugin's, and kubenet's. */
 export const DEFAULT_POD_BRIDGES: readonly string[] = ['cni0', 'cbr0'];
 export const DEFAULT_BRIDGE_POLL_MS = 250;
-/** An interface name: what the kernel accepts (IFNAMSIZ - 1), and nothing a path could abuse. */
-export const IFNAME_RE = /^[A-Za-z0-9_.:-]{1,15}$/;
+/**
+ * Whether `name` is an interface name the kernel accepts (dev_valid_name: 1-15 bytes, not "."
+ * or "..", no "/", ":" or white space) that can also be written in an nftables string (no '"').
+ */
+export function isPortName(name: string): boolean {
+  return name !== '.' && name !== '..' && Buffer.byteLength(name) <= 15 && /^[^\s/:"]+$/.test(name);
+}
 
 export interface BridgeRedirectConfig {
   /** The netdev table of ours. */
@@ -64,10 +69,14 @@ export interface BridgeSystem {
   readonly run: CommandRunner;
   /** The ports of bridge `name`, or undefined when there is no such bridge. */
   readonly ports: (name: string) => string[] | undefined;
+  /** An interface's index, or undefined (gone). */
+  readonly ifindex: (name: string) => number | undefined;
   /** Writes a sysctl (`net/ipv4/conf/X/rp_filter` form, under /proc/sys). */
   readonly sysctl: (key: string, value: string) => void;
   /** Reads one (trimmed), or undefined. */
   readonly readSysctl: (key: string) => string | undefined;
+  /** Reads a file under /sys (trimmed), or undefined. */
+  readonly readSysctlPath: (path: string) => string | undefined;
 }
 
 export const realBridgeSystem = (run: CommandRunner): BridgeSystem => ({
@@ -79,15 +88,25 @@ export const realBridgeSystem = (run: CommandRunner): BridgeSystem => ({
       return undefined;
     }
   },
-  sysctl: (key, value) => writeFileSync(`/proc/sys/${key}`, value),
-  readSysctl: (key) => {
+  ifindex: (name) => {
     try {
-      return readFileSync(`/proc/sys/${key}`, 'utf8').trim();
+      return Number.parseInt(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8'), 10);
     } catch {
       return undefined;
     }
   },
+  sysctl: (key, value) => writeFileSync(`/proc/sys/${key}`, value),
+  readSysctl: (key) => readTrimmed(`/proc/sys/${key}`),
+  readSysctlPath: (path) => readTrimmed(path),
 });
+
+function readTrimmed(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * Devices per base chain: the kernel takes at most 255 in one chain's hook (NFT_NETDEVICE_MAX
@@ -144,6 +163,39 @@ ${hooks.join('')}}
 `;
 }
 
+interface FdbEntry {
+  readonly mac: string;
+  readonly ifname: string;
+  readonly vlan: number | undefined;
+  /** "" for a learned (dynamic) entry; "permanent", "static"... otherwise. */
+  readonly state: string;
+  /** "self", "extern_learn", "offload", "sticky"...: none for the bridge's own learning. */
+  readonly flags: readonly string[];
+}
+
+/** `bridge -j fdb show` output; malformed input gives no entries. */
+export function parseFdb(json: string): FdbEntry[] {
+  let rows: unknown;
+  try {
+    rows = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(rows)) return [];
+  const out: FdbEntry[] = [];
+  for (const r of rows as Record<string, unknown>[]) {
+    if (typeof r?.mac !== 'string' || typeof r.ifname !== 'string') continue;
+    out.push({
+      mac: r.mac,
+      ifname: r.ifname,
+      vlan: typeof r.vlan === 'number' ? r.vlan : undefined,
+      state: typeof r.state === 'string' ? r.state : '',
+      flags: Array.isArray(r.flags) ? r.flags.filter((f): f is string => typeof f === 'string') : [],
+    });
+  }
+  return out;
+}
+
 export class BridgeRedirect {
   private timer: NodeJS.Timeout | undefined;
   /** Ports of the table loaded last (sorted, joined); undefined: none loaded. */
@@ -152,6 +204,9 @@ export class BridgeRedirect {
   private lastError: string | undefined;
   private reportedBridges = '';
   private syncing: Promise<void> | undefined;
+  private hookedPorts: readonly string[] = [];
+  private readonly unhookable = new Set<string>();
+  private readonly fdbRefreshedAt = new Map<string, number>();
 
   constructor(
     private readonly config: BridgeRedirectConfig,
@@ -161,7 +216,7 @@ export class BridgeRedirect {
 
   /** The ports hooked now (sorted). */
   get hooked(): readonly string[] {
-    return this.loaded ? this.loaded.split(',') : [];
+    return this.hookedPorts;
   }
 
   /**
@@ -178,10 +233,9 @@ export class BridgeRedirect {
           `pods are on a Linux bridge on this node (${present.join(', ')}) and --pod-bridges is off: their traffic on the bridge is not enforced`,
         );
       }
-      return;
     }
-    // A crashed run's table and pair, on a node whose bridge is gone: removed (where a bridge is,
-    // the first sync replaces the table).
+    // A crashed run's table and pair, where there is no bridge to follow (or following them is
+    // off): removed. Where a bridge is, the first sync replaces the table.
     if (this.config.bridges.every((b) => this.sys.ports(b) === undefined)) {
       const problems = await this.remove();
       if (problems.length > 0) throw new NetpoldError('NETPOLD_E_INTERCEPTION', problems.join('; '));
@@ -199,6 +253,7 @@ export class BridgeRedirect {
       }
     }
     if (err !== undefined) throw err;
+    if (this.config.bridges.length === 0) return;
     this.timer = setInterval(() => void this.tick(), this.config.pollMs);
     this.timer.unref();
   }
@@ -223,10 +278,22 @@ export class BridgeRedirect {
       const ports = this.sys.ports(b);
       if (ports === undefined) continue;
       present.push(b);
-      for (const p of ports) if (IFNAME_RE.test(p)) all.add(p);
+      for (const p of ports) {
+        if (isPortName(p)) all.add(p);
+        else if (!this.unhookable.has(p)) {
+          // Said, not skipped in silence: its pod's traffic on the bridge is not enforced.
+          this.unhookable.add(p);
+          this.log?.error(
+            { interface: p, bridge: b, code: 'NETPOLD_E_UNSUPPORTED_NODE' },
+            `bridge port ${JSON.stringify(p)} cannot be named in an nftables ruleset (a '"' in its name): the traffic of its pod on ${b} is not enforced`,
+          );
+        }
+      }
     }
     const ports = [...all].sort();
-    const key = ports.join(',');
+    // Names and indexes: a port deleted and made again under the same name between two reads is
+    // a new device (kernels before 6.16 drop a hook with its device; later ones hook by name).
+    const key = ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',');
     if (present.join(',') !== this.reportedBridges) {
       this.reportedBridges = present.join(',');
       if (present.length > 0) {
@@ -234,15 +301,60 @@ export class BridgeRedirect {
           { bridges: present, via: `${REDIRECT_OUT} -> ${REDIRECT_IN}` },
           `pods on bridge ${present.join(', ')}: their ports' IP traffic is routed through ${REDIRECT_IN} and intercepted there`,
         );
+        this.log?.warn(
+          { bridges: present, code: 'NETPOLD_E_UNSUPPORTED_NODE' },
+          'on a bridge, a pod\'s source address is not tied to its port: a pod with NET_RAW (a default container capability) can send as a neighbour and, spoofing ARP to the node, hold connections as that neighbour; drop NET_RAW from pods or use a routed CNI (README, "Pods on a bridge")',
+        );
       }
     }
-    // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's leftovers
-    // went in start()). Otherwise the table follows the ports, an empty one included.
-    if ((present.length === 0 && this.loaded === undefined) || key === this.loaded) return;
-    if (ports.length > 0 && !this.pairReady) await this.ensurePair();
-    await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports));
-    this.loaded = key;
-    this.log?.debug({ ports }, 'bridge ports hooked');
+    if (!((present.length === 0 && this.loaded === undefined) || key === this.loaded)) {
+      // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's
+      // leftovers went in start()). Otherwise the table follows the ports, an empty one included.
+      if (ports.length > 0 && !this.pairReady) await this.ensurePair();
+      await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports));
+      this.loaded = key;
+      this.hookedPorts = ports;
+      this.log?.debug({ ports }, 'bridge ports hooked');
+    }
+    await this.refreshFdb(present);
+  }
+
+  /**
+   * Keeps the bridges' forwarding entries for the pods alive. The bridge learns a pod's MAC
+   * from the frames it switches, and the redirect takes the pods' IP frames before it sees
+   * them: only ARP and the like still teach it, and a pod whose neighbour entries the node keeps
+   * confirmed (TCP traffic does) sends no more ARP. Aged out, the entry is missing, and the
+   * node's frames to that pod (relayed data included) are flooded to every port of the bridge,
+   * where a neighbour with NET_RAW can read them. So every learned entry on a hooked port is
+   * marked used ("bridge fdb replace ... master use": what a received frame would do) at a third
+   * of the bridge's ageing time. Entries follow the kernel's own learning (a MAC that moves,
+   * moves); static and local ones are left alone.
+   */
+  private async refreshFdb(present: readonly string[]): Promise<void> {
+    if (this.hookedPorts.length === 0) return;
+    const now = Date.now();
+    for (const b of present) {
+      const ageingCs = Number(this.sys.readSysctlPath(`/sys/class/net/${b}/bridge/ageing_time`) ?? '30000');
+      // Ageing 0: the bridge floods everything anyway (a hub); nothing to keep.
+      if (!(ageingCs > 0)) continue;
+      const every = Math.max(1_000, (ageingCs * 10) / 3);
+      if (now - (this.fdbRefreshedAt.get(b) ?? 0) < every) continue;
+      this.fdbRefreshedAt.set(b, now);
+      const shown = await this.sys.run('bridge', ['-j', 'fdb', 'show', 'br', b]);
+      if (shown.code !== 0) throw new NetpoldError('NETPOLD_E_INTERCEPTION', `bridge -j fdb show br ${b} failed: ${shown.stderr.trim()}`);
+      const hooked = new Set(this.hookedPorts);
+      const lines: string[] = [];
+      for (const e of parseFdb(shown.stdout)) {
+        if (!hooked.has(e.ifname) || e.state !== '' || e.flags.length > 0 || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(e.mac)) continue;
+        lines.push(`fdb replace ${e.mac} dev ${e.ifname} master use${e.vlan !== undefined ? ` vlan ${e.vlan}` : ''}\n`);
+      }
+      if (lines.length === 0) continue;
+      // -force: an entry that went away meanwhile does not stop the rest.
+      const r = await this.sys.run('bridge', ['-force', '-batch', '-'], lines.join(''));
+      if (r.code !== 0 && !/No such file|not found|does not exist/i.test(r.stderr)) {
+        throw new NetpoldError('NETPOLD_E_INTERCEPTION', `refreshing the forwarding entries of ${b} failed: ${r.stderr.trim()}`);
+      }
+    }
   }
 
   private async tick(): Promise<void> {
@@ -315,6 +427,7 @@ export class BridgeRedirect {
       if (r.code !== 0) problems.push(`ip link del ${REDIRECT_OUT}: ${r.stderr.trim()}`);
     }
     this.loaded = undefined;
+    this.hookedPorts = [];
     this.pairReady = false;
     return problems;
   }
