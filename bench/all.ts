@@ -280,9 +280,10 @@ async function main(argv: string[]): Promise<void> {
   log(`bench: wrote ${dir} (results.json, results.md, ${n} SVG chart(s)${pngConverter() ? ' and PNG copies' : '; no PNG: neither rsvg-convert nor ImageMagick is installed'})`);
   if (!o.quick && o.latest && o.out === undefined && report.errors.length === 0) {
     const latest = join(root, 'bench', 'results', 'latest');
-    // bench:memory's results and the yardstick relays' run (bench:flows --modes) live there too,
+    // bench:memory's results, the yardstick relays' run (bench:flows --modes) and the bridged
+    // pods' pair of runs (bench:flows --bridge, then without) live there too,
     // from runs of their own: kept.
-    const kept = ['memory.json', 'memory.md', 'yardstick.json', 'yardstick.md', 'yardstick-rerun.json', 'yardstick-rerun.md'].filter((f) => existsSync(join(latest, f))).map((f) => [f, readFileSync(join(latest, f))] as const);
+    const kept = ['memory.json', 'memory.md', 'yardstick.json', 'yardstick.md', 'yardstick-rerun.json', 'yardstick-rerun.md', 'bridge.json', 'bridge.md', 'bridge-routed.json', 'bridge-routed.md'].filter((f) => existsSync(join(latest, f))).map((f) => [f, readFileSync(join(latest, f))] as const);
     rmSync(latest, { recursive: true, force: true });
     cpSync(dir, latest, { recursive: true });
     for (const [f, data] of kept) writeFileSync(join(latest, f), data);
