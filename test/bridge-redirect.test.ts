@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { release } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BridgeRedirect, parseFdb, PORTS_PER_CHAIN, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
+import { BridgeRedirect, isPortName, parseFdb, PORTS_PER_CHAIN, REDIRECT_IN, REDIRECT_MAC, REDIRECT_OUT, renderBridgeRedirect, type BridgeSystem } from '../src/dataplane/bridge-redirect.js';
 import type { CommandRunner } from '../src/dataplane/interception.js';
 import { labRequirementsMissing } from '../src/lab/sys.js';
 import { MemoryLogger } from '../src/log.js';
@@ -54,7 +54,7 @@ function fake(bridges: Record<string, string[]> = {}, sysctls: Record<string, st
   f.sys = {
     run,
     ports: (name) => (f.bridges.has(name) ? [...f.bridges.get(name)!] : undefined),
-    ifindex: (name) => f.ifindexes.get(name) ?? 1,
+    ifindex: (name) => (name === REDIRECT_OUT ? (f.pair.exists ? (f.ifindexes.get(name) ?? 100) : undefined) : (f.ifindexes.get(name) ?? 1)),
     sysctl: (key, value) => void f.sysctls.set(key, value),
     readSysctl: (key) => f.sysctls.get(key),
     readSysctlPath: (path) => f.sysFiles.get(path),
@@ -126,8 +126,8 @@ describe('bridge redirect: following the bridges', () => {
   });
 
   it('a bridge with ports: the pair (MTU, MAC, an IPv4 address, loose rp_filter, up), then the table; nothing again until the ports change', async () => {
-    // The pair inherits strict from net.ipv4.conf.default: set to loose.
-    const f = fake({ cni0: ['vethb', 'vetha'] }, { 'net/ipv4/conf/all/rp_filter': '2', [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
+    // The pair inherits strict from net.ipv4.conf.default ("all" is off): set to loose.
+    const f = fake({ cni0: ['vethb', 'vetha'] }, { 'net/ipv4/conf/all/rp_filter': '0', [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
     const log = new MemoryLogger();
     const r = new BridgeRedirect(config, f.sys, log);
     await r.start();
@@ -194,23 +194,83 @@ describe('bridge redirect: following the bridges', () => {
     await r.stop();
   });
 
-  it('strict rp_filter on the node: refused at start with the sysctl named, nothing loaded', async () => {
-    const f = fake({ cni0: ['veth1'] }, { 'net/ipv4/conf/all/rp_filter': '1' });
+  it.each([
+    // [all, the pair's own (from default)], whether the agent writes 2
+    ['0', '0', false],
+    ['2', '0', false],
+    ['2', '1', false], // the larger applies: loose already
+    ['0', '1', true],
+    ['1', '0', true], // strict "all": the pair's own 2 makes it loose
+    ['1', '1', true],
+  ] as const)('rp_filter all=%s, the pair\'s own=%s: written to 2 only when the effective value (the larger) is strict: %s', async (all, own, writes) => {
+    const f = fake({ cni0: ['veth1'] }, { 'net/ipv4/conf/all/rp_filter': all, [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: own });
     const r = new BridgeRedirect(config, f.sys, undefined);
-    await expect(r.start()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION', message: expect.stringContaining('net.ipv4.conf.all.rp_filter is 1') });
-    expect(f.inputs).toEqual([]);
+    await r.start();
+    expect(f.sysctls.get(`net/ipv4/conf/${REDIRECT_IN}/rp_filter`)).toBe(writes ? '2' : own);
+    expect(r.ok).toBe(true);
+    await r.stop();
   });
 
-  it('the pair inheriting strict rp_filter where /proc/sys is read-only (a DaemonSet that is not privileged): refused, naming the fix', async () => {
+  it('a strict reverse-path filter that cannot be changed (read-only /proc/sys, as in the DaemonSet): start refused naming the fix; the ports closed, not open', async () => {
     const f = fake({ cni0: ['veth1'] }, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
     f.sys = { ...f.sys, sysctl: () => { throw Object.assign(new Error('read-only'), { code: 'EROFS' }); } };
-    await expect(new BridgeRedirect(config, f.sys, undefined).start()).rejects.toMatchObject({ message: expect.stringContaining('set net.ipv4.conf.default.rp_filter to 2') });
-    // Loose or off already: nothing to write, nothing refused.
-    const g = fake({ cni0: ['veth1'] }, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '0' });
-    g.sys = { ...g.sys, sysctl: () => { throw new Error('must not be written'); } };
-    const r = new BridgeRedirect(config, g.sys, undefined);
+    await expect(new BridgeRedirect(config, f.sys, undefined).start()).rejects.toMatchObject({ message: expect.stringContaining('Set net.ipv4.conf.default.rp_filter to 2') });
+    expect(f.inputs.at(-1)).toContain('ether type { ip, ip6 } drop');
+    expect(f.inputs.at(-1)).not.toContain('fwd to');
+  });
+
+  it('a bridge that appears after start where the pair cannot be made: its ports dropped (closed), not ready, until it can', async () => {
+    const f = fake({}, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
+    let writable = false;
+    f.sys = { ...f.sys, sysctl: (k, v) => { if (!writable) throw Object.assign(new Error('read-only'), { code: 'EROFS' }); f.sysctls.set(k, v); } };
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    f.bridges.set('cni0', ['veth1']);
+    await expect(r.sync()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION' });
+    expect(f.inputs.at(-1)).toContain('ether type { ip, ip6 } drop');
+    expect(r.hooked).toEqual(['veth1']);
+    expect(r.ok).toBe(false);
+    writable = true;
+    await r.sync();
+    expect(f.inputs.at(-1)).toContain(`fwd to "${REDIRECT_OUT}"`);
+    expect(r.ok).toBe(true);
+    await r.stop();
+  });
+
+  it('a pair deleted under the agent is made again and the table reloaded (its fwd rule names the old device)', async () => {
+    const f = fake({ cni0: ['veth1'] });
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    const adds = () => f.calls.filter((c) => c.startsWith(`ip link add ${REDIRECT_OUT}`)).length;
+    const loads = () => f.calls.filter((c) => c === 'nft -f -').length;
+    expect([adds(), loads()]).toEqual([1, 1]);
+    f.pair.exists = false;
+    f.ifindexes.set(REDIRECT_OUT, 101);
+    await r.sync();
+    expect([adds(), loads()]).toEqual([2, 2]);
+    await r.sync();
+    expect([adds(), loads()]).toEqual([2, 2]);
+    await r.stop();
+  });
+
+  it('names: what the kernel allows and a ruleset can say, nothing else', () => {
+    for (const ok of ['veth1a2b3c4d', 'a+b$c;d', 'x{y}#z', 'a\u3000b', 'é'.repeat(7)]) expect(isPortName(ok), ok).toBe(true);
+    for (const bad of ['', '.', '..', 'a/b', 'a:b', 'a b', 'a\tb', 'we"ird', '\uFFFDff', 'x'.repeat(16), 'é'.repeat(8)]) expect(isPortName(bad), bad).toBe(false);
+  });
+
+  it('failing to keep forwarding entries alive is logged once and retried; the hooks stay, and so does readiness', async () => {
+    const log = new MemoryLogger();
+    const base = fake({ cni0: ['veth1'] });
+    const f = { sys: { ...base.sys, run: async (cmd, args, input) => (cmd === 'bridge' ? { code: 1, stdout: '', stderr: 'boom' } : base.sys.run(cmd, args, input)) } as BridgeSystem };
+    const r = new BridgeRedirect({ ...config, pollMs: 5 }, f.sys, log);
     await r.start();
     expect(r.hooked).toEqual(['veth1']);
+    const deadline = Date.now() + 3_000;
+    while (Date.now() < deadline && log.lines.length < 3) await new Promise((res) => setTimeout(res, 20));
+    await new Promise((res) => setTimeout(res, 1_100)); // the next refresh is due after 1 s at the earliest
+    const errors = log.lines.filter((l) => l.level === 'error');
+    expect(errors.map((l) => l.fields.error)).toEqual(['bridge -j fdb show br cni0 failed: boom']);
+    expect(r.ok).toBe(true);
     await r.stop();
   });
 

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computed, DEMO_PROBES, expectLiveMatrix, upDemoLab } from './support/matrix.js';
-import { REDIRECT_OUT } from '../src/dataplane/bridge-redirect.js';
+import { REDIRECT_IN, REDIRECT_OUT } from '../src/dataplane/bridge-redirect.js';
 import { nativeAddonPath } from '../src/dataplane/native.js';
 import { AgentProcess } from '../src/lab/agent-process.js';
 import { Lab, LAB_BRIDGE } from '../src/lab/lab.js';
@@ -130,9 +130,10 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
 
   beforeAll(async () => {
     ({ lab, dir } = await upDemoLab(`b${Math.floor(Math.random() * 1e6)}`, { bridge: true }));
-    // Loose reverse-path filtering, as Debian and Ubuntu nodes have it (the lab's default is
-    // off): redirected traffic arrives on an interface its sources are not routed through.
-    await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.rp_filter': 2, 'net.ipv4.conf.default.rp_filter': 2 });
+    // Strict reverse-path filtering everywhere (the lab's default is off): redirected traffic
+    // arrives on an interface its sources are not routed through, and the pair must end up
+    // loose (the agent sets its own value to 2; the larger of it and "all" applies).
+    await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.rp_filter': 1, 'net.ipv4.conf.default.rp_filter': 1 });
   }, 60_000);
 
   afterAll(async () => {
@@ -251,6 +252,29 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
     let ok = await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 });
     if (ok.result !== 'connected') ok = await lab.probe('production/frontend', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 });
     expect(ok.result).toBe('connected');
+  }, 40_000);
+
+  it('a pair deleted under the agent is made again, and the pods are enforced through it', async () => {
+    const node = lab.nodeNamespace;
+    const before = (await must(['ip', 'netns', 'exec', node, 'cat', `/sys/class/net/${REDIRECT_OUT}/ifindex`])).trim();
+    await must(['ip', '-n', node, 'link', 'del', REDIRECT_OUT]);
+    const deadline = Date.now() + 10_000;
+    let now: string | undefined;
+    while (Date.now() < deadline) {
+      const r = await exec('ip', ['netns', 'exec', node, 'cat', `/sys/class/net/${REDIRECT_OUT}/ifindex`]);
+      if (r.code === 0 && r.stdout.trim() !== before) {
+        now = r.stdout.trim();
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(now).toBeDefined();
+    expect((await must(['ip', 'netns', 'exec', node, 'cat', `/proc/sys/net/ipv4/conf/${REDIRECT_IN}/rp_filter`])).trim()).toBe('2');
+    let ok = await lab.probe('staging/frontend', 'kube-system/coredns', 8080, 'TCP', { timeoutMs: 3000 });
+    if (ok.result !== 'connected') ok = await lab.probe('staging/frontend', 'kube-system/coredns', 8080, 'TCP', { timeoutMs: 3000 });
+    expect(ok.result).toBe('connected');
+    expect((await lab.probe('production/api', 'production/backend', 8080, 'TCP', { timeoutMs: 3000 })).result).toBe('reset');
+    expect((await agent.get('/readyz')).status).toBe(200);
   }, 40_000);
 
   it('a crashed agent leaves the bridge closed, not open; its successor takes over the table and the pair', async () => {

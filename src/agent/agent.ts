@@ -117,9 +117,17 @@ export class Agent {
     return this.interception.isInstalled;
   }
 
-  /** Ready: interception installed and a snapshot enforced. */
+  /**
+   * Ready: interception installed and doing its whole job (pods on a bridge redirected), and a
+   * snapshot enforced.
+   */
   get ready(): boolean {
-    return this.phaseNow === 'enforcing' && this.interception.isInstalled && this.dataplane.ready;
+    return this.phaseNow === 'enforcing' && this.interception.healthy && this.dataplane.ready;
+  }
+
+  /** Interception installed but not doing its whole job (see Interception.healthy). */
+  get interceptionDegraded(): boolean {
+    return this.interception.isInstalled && !this.interception.healthy;
   }
 
   /** Namespaces in audit mode under the enforced state. */

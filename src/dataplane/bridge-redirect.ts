@@ -50,10 +50,11 @@ export const DEFAULT_POD_BRIDGES: readonly string[] = ['cni0', 'cbr0'];
 export const DEFAULT_BRIDGE_POLL_MS = 250;
 /**
  * Whether `name` is an interface name the kernel accepts (dev_valid_name: 1-15 bytes, not "."
- * or "..", no "/", ":" or white space) that can also be written in an nftables string (no '"').
+ * or "..", no "/", ":" or ASCII white space) that can also be written in an nftables string
+ * (no '"'; and no U+FFFD, which stands for bytes that are not UTF-8: see realBridgeSystem).
  */
 export function isPortName(name: string): boolean {
-  return name !== '.' && name !== '..' && Buffer.byteLength(name) <= 15 && /^[^\s/:"]+$/.test(name);
+  return name !== '.' && name !== '..' && Buffer.byteLength(name) <= 15 && /^[^\t\n\v\f\r /:"\uFFFD]+$/.test(name);
 }
 
 export interface BridgeRedirectConfig {
@@ -83,7 +84,12 @@ export const realBridgeSystem = (run: CommandRunner): BridgeSystem => ({
   run,
   ports: (name) => {
     try {
-      return readdirSync(`/sys/class/net/${name}/brif`);
+      // As bytes: a name that is not UTF-8 cannot be written in a ruleset, and decoded it would
+      // name another (absent) device. Such names come back with U+FFFD, which isPortName refuses.
+      return readdirSync(`/sys/class/net/${name}/brif`, { encoding: 'buffer' }).map((b) => {
+        const text = b.toString('utf8');
+        return Buffer.from(text, 'utf8').equals(b) ? text : `\uFFFD${b.toString('hex')}`;
+      });
     } catch {
       return undefined;
     }
@@ -116,11 +122,12 @@ export const PORTS_PER_CHAIN = 200;
 
 /**
  * The netdev table: ingress chains hooked on every port (none when `ports` is empty), each
- * jumping to one chain of rules. The text deletes and recreates the table, so loading it
+ * jumping to one chain of rules. `pairUsable` false: the pods' IP traffic is dropped instead of
+ * redirected (the pair could not be made: pods on the bridge stay closed, never open). The text deletes and recreates the table, so loading it
  * replaces the previous one in a single transaction (the old chains stay hooked until the new
  * ones are).
  */
-export function renderBridgeRedirect(table: string, ports: readonly string[]): string {
+export function renderBridgeRedirect(table: string, ports: readonly string[], pairUsable = true): string {
   const head = `table netdev ${table}\ndelete table netdev ${table}\n`;
   if (ports.length === 0) return `${head}table netdev ${table} {\n}\n`;
   const hooks: string[] = [];
@@ -157,7 +164,7 @@ export function renderBridgeRedirect(table: string, ports: readonly string[]): s
     # Every other IP packet from a pod, whatever MAC it was sent to (a unicast packet in a
     # broadcast frame reaches UDP sockets too): routed on the node, and so intercepted,
     # instead of switched or handed up through the bridge.
-    ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"
+    ${pairUsable ? `ether type { ip, ip6 } ether daddr set ${REDIRECT_MAC} fwd to "${REDIRECT_OUT}"` : '# The veth pair cannot be used (see the agent\'s log): closed rather than switched.\n    ether type { ip, ip6 } drop'}
   }
 ${hooks.join('')}}
 `;
@@ -205,14 +212,25 @@ export class BridgeRedirect {
   private reportedBridges = '';
   private syncing: Promise<void> | undefined;
   private hookedPorts: readonly string[] = [];
+  /** False while the pods' traffic cannot be redirected (closed instead) or the table not updated. */
+  private healthy = true;
   private readonly unhookable = new Set<string>();
   private readonly fdbRefreshedAt = new Map<string, number>();
+  private readonly fdbError = new Map<string, string>();
 
   constructor(
     private readonly config: BridgeRedirectConfig,
     private readonly sys: BridgeSystem,
     private readonly log: Logger | undefined,
   ) {}
+
+  /**
+   * Whether the redirect does its job: false while the pair cannot be made (the pods' IP
+   * traffic dropped instead) or the table could not follow the ports (a new port unhooked).
+   */
+  get ok(): boolean {
+    return this.healthy && this.lastError === undefined;
+  }
 
   /** The ports hooked now (sorted). */
   get hooked(): readonly string[] {
@@ -285,7 +303,7 @@ export class BridgeRedirect {
           this.unhookable.add(p);
           this.log?.error(
             { interface: p, bridge: b, code: 'NETPOLD_E_UNSUPPORTED_NODE' },
-            `bridge port ${JSON.stringify(p)} cannot be named in an nftables ruleset (a '"' in its name): the traffic of its pod on ${b} is not enforced`,
+            `bridge port ${JSON.stringify(p)} cannot be named in an nftables ruleset (a '"' in its name, or bytes that are not UTF-8, shown as hex after U+FFFD): the traffic of its pod on ${b} is not enforced`,
           );
         }
       }
@@ -293,7 +311,11 @@ export class BridgeRedirect {
     const ports = [...all].sort();
     // Names and indexes: a port deleted and made again under the same name between two reads is
     // a new device (kernels before 6.16 drop a hook with its device; later ones hook by name).
-    const key = ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',');
+    // The pair's index too: deleted (by hand, by a network manager), it is made again and the
+    // table reloaded (its fwd rule holds the index of the device it was loaded with).
+    const pairIndex = this.sys.ifindex(REDIRECT_OUT);
+    if (pairIndex === undefined) this.pairReady = false;
+    const key = `${ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',')}|${pairIndex ?? 0}`;
     if (present.join(',') !== this.reportedBridges) {
       this.reportedBridges = present.join(',');
       if (present.length > 0) {
@@ -307,13 +329,27 @@ export class BridgeRedirect {
         );
       }
     }
-    if (!((present.length === 0 && this.loaded === undefined) || key === this.loaded)) {
+    if (!((present.length === 0 && this.loaded === undefined) || (key === this.loaded && (ports.length === 0 || this.pairReady)))) {
       // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's
       // leftovers went in start()). Otherwise the table follows the ports, an empty one included.
-      if (ports.length > 0 && !this.pairReady) await this.ensurePair();
-      await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports));
-      this.loaded = key;
+      let pairError: unknown;
+      if (ports.length > 0 && !this.pairReady) {
+        try {
+          await this.ensurePair();
+        } catch (e) {
+          pairError = e;
+        }
+      }
+      const usable = pairError === undefined;
+      await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports, usable));
       this.hookedPorts = ports;
+      this.healthy = usable;
+      if (!usable) {
+        // Hooked, closed: the next sync tries the pair again.
+        this.loaded = undefined;
+        throw pairError;
+      }
+      this.loaded = `${ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',')}|${this.sys.ifindex(REDIRECT_OUT) ?? 0}`;
       this.log?.debug({ ports }, 'bridge ports hooked');
     }
     await this.refreshFdb(present);
@@ -332,32 +368,47 @@ export class BridgeRedirect {
    */
   private async refreshFdb(present: readonly string[]): Promise<void> {
     if (this.hookedPorts.length === 0) return;
-    const now = Date.now();
     for (const b of present) {
       const ageingCs = Number(this.sys.readSysctlPath(`/sys/class/net/${b}/bridge/ageing_time`) ?? '30000');
       // Ageing 0: the bridge floods everything anyway (a hub); nothing to keep.
       if (!(ageingCs > 0)) continue;
       const every = Math.max(1_000, (ageingCs * 10) / 3);
-      if (now - (this.fdbRefreshedAt.get(b) ?? 0) < every) continue;
-      this.fdbRefreshedAt.set(b, now);
-      const shown = await this.sys.run('bridge', ['-j', 'fdb', 'show', 'br', b]);
-      if (shown.code !== 0) throw new NetpoldError('NETPOLD_E_INTERCEPTION', `bridge -j fdb show br ${b} failed: ${shown.stderr.trim()}`);
-      const hooked = new Set(this.hookedPorts);
-      const lines: string[] = [];
-      for (const e of parseFdb(shown.stdout)) {
-        if (!hooked.has(e.ifname) || e.state !== '' || e.flags.length > 0 || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(e.mac)) continue;
-        lines.push(`fdb replace ${e.mac} dev ${e.ifname} master use${e.vlan !== undefined ? ` vlan ${e.vlan}` : ''}\n`);
-      }
-      if (lines.length === 0) continue;
-      // -force: an entry that went away meanwhile does not stop the rest.
-      const r = await this.sys.run('bridge', ['-force', '-batch', '-'], lines.join(''));
-      if (r.code !== 0 && !/No such file|not found|does not exist/i.test(r.stderr)) {
-        throw new NetpoldError('NETPOLD_E_INTERCEPTION', `refreshing the forwarding entries of ${b} failed: ${r.stderr.trim()}`);
+      if (Date.now() - (this.fdbRefreshedAt.get(b) ?? 0) < every) continue;
+      // Failures are logged here (once per distinct message) and retried at the next poll: the
+      // hooks do not depend on it, and one bridge failing does not stop the others.
+      const problem = await this.refreshFdbOf(b);
+      if (problem === undefined) {
+        this.fdbRefreshedAt.set(b, Date.now());
+        if (this.fdbError.has(b)) this.log?.info({ bridge: b }, 'bridge forwarding entries kept alive again');
+        this.fdbError.delete(b);
+      } else if (this.fdbError.get(b) !== problem) {
+        this.fdbError.set(b, problem);
+        this.log?.error({ bridge: b, code: 'NETPOLD_E_INTERCEPTION', error: problem }, "keeping the bridge's forwarding entries of pods alive failed (frames to a pod whose entry ages out are flooded to its neighbours); retrying");
       }
     }
   }
 
+  /** One bridge's refresh; a problem, or undefined. */
+  private async refreshFdbOf(b: string): Promise<string | undefined> {
+    const shown = await this.sys.run('bridge', ['-j', 'fdb', 'show', 'br', b]);
+    if (shown.code !== 0) return `bridge -j fdb show br ${b} failed: ${shown.stderr.trim() || `exit ${shown.code}`}`;
+    const hooked = new Set(this.hookedPorts);
+    const lines: string[] = [];
+    for (const e of parseFdb(shown.stdout)) {
+      if (!hooked.has(e.ifname) || e.state !== '' || e.flags.length > 0 || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(e.mac)) continue;
+      lines.push(`fdb replace ${e.mac} dev ${e.ifname} master use${e.vlan !== undefined ? ` vlan ${e.vlan}` : ''}\n`);
+    }
+    if (lines.length === 0) return undefined;
+    // -force: an entry that went away meanwhile does not stop the rest.
+    const r = await this.sys.run('bridge', ['-force', '-batch', '-'], lines.join(''));
+    if (r.code !== 0 && !/No such file|not found|does not exist/i.test(r.stderr)) return `refreshing the forwarding entries of ${b} failed: ${r.stderr.trim() || `exit ${r.code}`}`;
+    return undefined;
+  }
+
+
   private async tick(): Promise<void> {
+    // A sync still running (slow nft): this tick is skipped, not queued behind it.
+    if (this.syncing) return;
     try {
       await this.sync();
       if (this.lastError !== undefined) this.log?.info({}, 'bridge ports hooked again');
@@ -372,15 +423,6 @@ export class BridgeRedirect {
 
   /** Creates (or reuses, after a crash) the veth pair and makes its receiving end route. */
   private async ensurePair(): Promise<void> {
-    // The effective rp_filter of an interface is the larger of "all" and its own. Strict (1)
-    // drops whatever arrives on IN, since pod addresses are routed via the bridge: said plainly
-    // rather than leaving the pods without a network.
-    if (this.sys.readSysctl('net/ipv4/conf/all/rp_filter') === '1') {
-      throw new NetpoldError(
-        'NETPOLD_E_INTERCEPTION',
-        `net.ipv4.conf.all.rp_filter is 1 (strict): pod traffic taken off the bridge arrives on ${REDIRECT_IN}, not on the interface its source is routed through, and would be dropped; set it to 2 (loose, the Debian and Ubuntu default) or 0, or run with --pod-bridges off (pods on the bridge are then not enforced)`,
-      );
-    }
     const have = await this.sys.run('ip', ['link', 'show', 'dev', REDIRECT_OUT]);
     if (have.code !== 0) await this.must('ip', ['link', 'add', REDIRECT_OUT, 'type', 'veth', 'peer', 'name', REDIRECT_IN]);
     // Any frame a pod can send must fit (a veth drops what exceeds its MTU, GSO aside).
@@ -389,16 +431,19 @@ export class BridgeRedirect {
     await this.must('ip', ['addr', 'replace', REDIRECT_IN_V4, 'dev', REDIRECT_IN, 'scope', 'link']);
     // Reverse-path filtering on IN at most loose: a pod's source address is routed via the
     // bridge, not IN, which strict mode rejects; loose only asks that it be routable at all.
-    // IN starts with net.ipv4.conf.default's value. Written only when strict: the DaemonSet's
-    // /proc/sys is read-only (not privileged), and the usual defaults (0, 2) need nothing.
+    // The kernel applies the larger of "all" and IN's own value (IN starts with "default"'s),
+    // so IN set to 2 is loose whatever "all" says. Written only when the effective value is
+    // strict: the DaemonSet's /proc/sys is read-only, and the usual settings need nothing.
     const key = `net/ipv4/conf/${REDIRECT_IN}/rp_filter`;
-    if (this.sys.readSysctl(key) === '1') {
+    const all = Number(this.sys.readSysctl('net/ipv4/conf/all/rp_filter') ?? '0');
+    const own = Number(this.sys.readSysctl(key) ?? '0');
+    if (Math.max(all, own) === 1) {
       try {
         this.sys.sysctl(key, '2');
       } catch (e) {
         throw new NetpoldError(
           'NETPOLD_E_INTERCEPTION',
-          `${REDIRECT_IN} got rp_filter 1 (strict) from net.ipv4.conf.default.rp_filter and setting it to 2 failed (${(e as NodeJS.ErrnoException).code ?? String(e)}): set net.ipv4.conf.default.rp_filter to 2 on the node (or give the agent a writable /proc/sys), or run with --pod-bridges off (pods on the bridge are then not enforced)`,
+          `${REDIRECT_IN}'s reverse-path filter is strict (net.ipv4.conf.all.rp_filter ${all}, its own ${own}, from net.ipv4.conf.default.rp_filter) and setting net.ipv4.conf.${REDIRECT_IN}.rp_filter to 2 failed (${(e as NodeJS.ErrnoException).code ?? String(e)}): pod traffic taken off the bridge would be dropped. Set net.ipv4.conf.default.rp_filter to 2 (or 0) on the node, or give the agent a writable /proc/sys; or run with --pod-bridges off (pods on the bridge are then not enforced)`,
         );
       }
     }

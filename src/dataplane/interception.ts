@@ -199,6 +199,14 @@ export class Interception {
     return `${this.config.table}_bridge`;
   }
 
+  /**
+   * Whether interception does its whole job: false while pods on a bridge cannot be redirected
+   * (their traffic is dropped instead) or a new bridge port could not be hooked.
+   */
+  get healthy(): boolean {
+    return this.installed && this.bridge.ok;
+  }
+
   /** Bridge ports whose traffic is redirected now. */
   get bridgePorts(): readonly string[] {
     return this.bridge.hooked;

@@ -6,6 +6,8 @@ import type { Check } from './server.js';
 export interface HealthView {
   readonly phase: Phase;
   readonly interceptionInstalled: boolean;
+  /** Installed, but pods on a bridge are not redirected (closed instead) or a port is unhooked. */
+  readonly interceptionDegraded?: boolean;
   readonly ready: boolean;
 }
 
@@ -16,7 +18,7 @@ export function healthCheck(loop: LoopMonitor, maxLagMs: number, agent: HealthVi
   return { ok, detail: { phase: agent.phase, eventLoopLagMs: lagMs, maxEventLoopLagMs: maxLagMs, ...(ok ? {} : { problem: 'the event loop was blocked longer than allowed' }) } };
 }
 
-/** Ready: interception installed and a snapshot enforced. */
+/** Ready: interception installed and doing its whole job, and a snapshot enforced. */
 export function readinessCheck(agent: HealthView, revision: number): Check {
   return {
     ok: agent.ready,
@@ -24,7 +26,18 @@ export function readinessCheck(agent: HealthView, revision: number): Check {
       phase: agent.phase,
       interception: agent.interceptionInstalled,
       revision,
-      ...(agent.ready ? {} : { problem: agent.phase === 'fail_closed' ? 'no policy state compiled yet: every flow is refused' : agent.phase === 'starting' ? 'interception not installed yet' : `agent is ${agent.phase}` }),
+      ...(agent.ready
+        ? {}
+        : {
+            problem:
+              agent.phase === 'fail_closed'
+                ? 'no policy state compiled yet: every flow is refused'
+                : agent.phase === 'starting'
+                  ? 'interception not installed yet'
+                  : agent.interceptionDegraded === true && agent.phase === 'enforcing'
+                    ? 'pods on a bridge are not redirected (their traffic is dropped or a port is unhooked): see the log (NETPOLD_E_INTERCEPTION)'
+                    : `agent is ${agent.phase}`,
+          }),
     },
   };
 }
