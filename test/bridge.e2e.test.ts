@@ -165,6 +165,10 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
     const ports = (await must(['ip', 'netns', 'exec', lab.nodeNamespace, 'ls', `/sys/class/net/${LAB_BRIDGE}/brif`])).split(/\s+/).filter(Boolean).sort();
     expect(ports.length).toBeGreaterThan(0);
     expect((await hookedPorts(lab.nodeNamespace)).sort()).toEqual(ports);
+    const metrics = (await agent.get('/metrics')).body;
+    expect(metrics).toMatch(new RegExp(`^netpold_bridge_ports ${ports.length}$`, 'm'));
+    expect(metrics).toMatch(/^netpold_interception_degraded 0$/m);
+    expect((await agent.get('/readyz')).status).toBe(200);
   }, 40_000);
 
   it.each(DEMO_PROBES)('live matrix on %s/%s IPv%s equals netpold matrix', (port, protocol, family) => expectLiveMatrix(lab, [dir], port, protocol, family, 'node-a'), 60_000);

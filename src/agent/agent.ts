@@ -125,6 +125,11 @@ export class Agent {
     return this.phaseNow === 'enforcing' && this.interception.healthy && this.dataplane.ready;
   }
 
+  /** Bridge ports whose traffic is redirected now. */
+  get bridgePorts(): number {
+    return this.interception.bridgePorts.length;
+  }
+
   /** Interception installed but not doing its whole job (see Interception.healthy). */
   get interceptionDegraded(): boolean {
     return this.interception.isInstalled && !this.interception.healthy;

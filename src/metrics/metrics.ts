@@ -39,6 +39,10 @@ export interface SourceStats {
 export interface AgentView {
   readonly phase: Phase;
   readonly interceptionInstalled: boolean;
+  /** Installed but pods on a bridge not redirected (dropped instead, or a port unhooked). */
+  readonly interceptionDegraded?: boolean;
+  /** Bridge ports whose traffic is redirected now. */
+  readonly bridgePorts?: number;
   readonly auditNamespaceCount: number;
 }
 
@@ -127,6 +131,22 @@ export class AgentMetrics {
       registers,
       collect() {
         this.set(p()?.agent.interceptionInstalled ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'netpold_interception_degraded',
+      help: '1 while pods on a Linux bridge cannot be redirected: their IP traffic is dropped instead, or a new bridge port is not hooked (see the log, NETPOLD_E_INTERCEPTION); /readyz fails meanwhile.',
+      registers,
+      collect() {
+        this.set(p()?.agent.interceptionDegraded ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'netpold_bridge_ports',
+      help: 'Ports of pod bridges (--pod-bridges) whose traffic the agent takes off the bridge.',
+      registers,
+      collect() {
+        this.set(p()?.agent.bridgePorts ?? 0);
       },
     });
     new Gauge({
