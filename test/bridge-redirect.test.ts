@@ -156,7 +156,7 @@ describe('bridge redirect: following the bridges', () => {
     f.bridges.set('cni0', ['vethb', 'vethc']);
     f.bridges.set('cbr0', ['cbrport']);
     await r.sync();
-    expect(f.calls.slice(n)).toEqual(['nft -f -', 'bridge -j fdb show br cbr0']);
+    expect(f.calls.slice(n)).toEqual(['nft -f -']); // the forwarding entries are refreshed beside, by the poll
     expect(f.inputs.at(-1)).toContain('devices = { "cbrport", "vethb", "vethc" }');
 
     // Every pod gone: an empty table, the pair kept for the next.
@@ -234,6 +234,41 @@ describe('bridge redirect: following the bridges', () => {
     await r.sync();
     expect(f.inputs.at(-1)).toContain(`fwd to "${REDIRECT_OUT}"`);
     expect(r.ok).toBe(true);
+    await r.stop();
+  });
+
+  it('while the pair cannot be made: closed once (not reloaded every poll), the half-made pair removed each time; the bridge gone: open and ready again', async () => {
+    const f = fake({}, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
+    f.sys = { ...f.sys, sysctl: () => { throw Object.assign(new Error('read-only'), { code: 'EROFS' }); } };
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    f.bridges.set('cni0', ['veth1']);
+    for (let i = 0; i < 3; i++) await expect(r.sync()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION' });
+    expect(f.calls.filter((c) => c === 'nft -f -').length).toBe(1);
+    expect(f.calls.filter((c) => c === `ip link del dev ${REDIRECT_OUT}`).length).toBe(3);
+    expect(r.ok).toBe(false);
+    f.bridges.delete('cni0');
+    await r.sync();
+    expect(f.inputs.at(-1)).not.toContain('chain');
+    expect(r.ok).toBe(true);
+    await r.stop();
+  });
+
+  it('"all" made strict after the pair was made (its own value 0): set to loose at the next sync; closed if it cannot be', async () => {
+    const f = fake({ cni0: ['veth1'] }, { 'net/ipv4/conf/all/rp_filter': '0', [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '0' });
+    let writable = true;
+    f.sys = { ...f.sys, sysctl: (k, v) => { if (!writable) throw Object.assign(new Error('read-only'), { code: 'EROFS' }); f.sysctls.set(k, v); } };
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    f.sysctls.set('net/ipv4/conf/all/rp_filter', '1');
+    await r.sync();
+    expect(f.sysctls.get(`net/ipv4/conf/${REDIRECT_IN}/rp_filter`)).toBe('2');
+    expect(r.ok).toBe(true);
+    f.sysctls.set(`net/ipv4/conf/${REDIRECT_IN}/rp_filter`, '0');
+    writable = false;
+    await expect(r.sync()).rejects.toMatchObject({ message: expect.stringContaining('Set net.ipv4.conf.default.rp_filter to 2 on the node') });
+    expect(f.inputs.at(-1)).toContain('ether type { ip, ip6 } drop');
+    expect(r.ok).toBe(false);
     await r.stop();
   });
 
@@ -333,6 +368,10 @@ describe('bridge redirect: following the bridges', () => {
     expect(f.inputs.at(-1)).not.toContain('we"ird');
     const errors = log.lines.filter((l) => l.level === 'error');
     expect(errors.map((l) => [l.fields.code, l.fields.interface])).toEqual([['NETPOLD_E_UNSUPPORTED_NODE', 'we"ird']]);
+    expect(r.ok).toBe(false); // a pod not enforced: not ready
+    f.bridges.set('cni0', ['veth1', 'a+b$c;d']);
+    await r.sync();
+    expect(r.ok).toBe(true);
     await r.stop();
   });
 

@@ -205,13 +205,16 @@ export function parseFdb(json: string): FdbEntry[] {
 
 export class BridgeRedirect {
   private timer: NodeJS.Timeout | undefined;
-  /** Ports of the table loaded last (sorted, joined); undefined: none loaded. */
-  private loaded: string | undefined;
   private pairReady = false;
   private lastError: string | undefined;
   private reportedBridges = '';
   private syncing: Promise<void> | undefined;
   private hookedPorts: readonly string[] = [];
+  /** What the loaded table was made for (see syncOnce); undefined: no table of ours loaded. */
+  private loadedKey: string | undefined;
+  /** The bridges found by the last sync. */
+  private present: readonly string[] = [];
+  private refreshing: Promise<void> | undefined;
   /** False while the pods' traffic cannot be redirected (closed instead) or the table not updated. */
   private healthy = true;
   private readonly unhookable = new Set<string>();
@@ -272,6 +275,7 @@ export class BridgeRedirect {
     }
     if (err !== undefined) throw err;
     if (this.config.bridges.length === 0) return;
+    await this.refreshSoon();
     this.timer = setInterval(() => void this.tick(), this.config.pollMs);
     this.timer.unref();
   }
@@ -309,13 +313,7 @@ export class BridgeRedirect {
       }
     }
     const ports = [...all].sort();
-    // Names and indexes: a port deleted and made again under the same name between two reads is
-    // a new device (kernels before 6.16 drop a hook with its device; later ones hook by name).
-    // The pair's index too: deleted (by hand, by a network manager), it is made again and the
-    // table reloaded (its fwd rule holds the index of the device it was loaded with).
-    const pairIndex = this.sys.ifindex(REDIRECT_OUT);
-    if (pairIndex === undefined) this.pairReady = false;
-    const key = `${ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',')}|${pairIndex ?? 0}`;
+    this.present = present;
     if (present.join(',') !== this.reportedBridges) {
       this.reportedBridges = present.join(',');
       if (present.length > 0) {
@@ -329,30 +327,60 @@ export class BridgeRedirect {
         );
       }
     }
-    if (!((present.length === 0 && this.loaded === undefined) || (key === this.loaded && (ports.length === 0 || this.pairReady)))) {
-      // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's
-      // leftovers went in start()). Otherwise the table follows the ports, an empty one included.
-      let pairError: unknown;
-      if (ports.length > 0 && !this.pairReady) {
-        try {
-          await this.ensurePair();
-        } catch (e) {
-          pairError = e;
-        }
+    // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's leftovers
+    // went in start()). Otherwise the table follows the ports, an empty one included.
+    if (present.length === 0 && this.loadedKey === undefined) return;
+
+    // The pair, while there are ports: made when missing (deleted by hand or by a network
+    // manager: made again), and its reverse-path filter checked every time ("all" may change).
+    let pairError: unknown;
+    if (ports.length > 0) {
+      if (this.sys.ifindex(REDIRECT_OUT) === undefined) {
+        if (this.pairReady) this.log?.warn({ interface: REDIRECT_OUT }, 'the veth pair of the bridge redirect is gone: making it again');
+        this.pairReady = false;
       }
-      const usable = pairError === undefined;
-      await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports, usable));
-      this.hookedPorts = ports;
-      this.healthy = usable;
-      if (!usable) {
-        // Hooked, closed: the next sync tries the pair again.
-        this.loaded = undefined;
-        throw pairError;
+      try {
+        if (!this.pairReady) await this.ensurePair();
+        else this.ensureLooseRpFilter();
+      } catch (e) {
+        pairError = e;
+        // Not kept half made: the next attempt starts afresh (and takes the current defaults).
+        if (!this.pairReady) await this.sys.run('ip', ['link', 'del', 'dev', REDIRECT_OUT]);
+        this.pairReady = false;
       }
-      this.loaded = `${ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',')}|${this.sys.ifindex(REDIRECT_OUT) ?? 0}`;
-      this.log?.debug({ ports }, 'bridge ports hooked');
     }
-    await this.refreshFdb(present);
+    const usable = pairError === undefined;
+    // What is loaded: the ports (names and indexes: a port made again under its name is a new
+    // device, and kernels before 6.16 drop a hook with its device), and the pair's index (the
+    // fwd rule holds it), or "closed" when the pods' traffic is dropped instead.
+    const portsKey = ports.map((p) => `${p}#${this.sys.ifindex(p) ?? 0}`).join(',');
+    const key = ports.length === 0 ? '' : `${portsKey}|${usable ? (this.sys.ifindex(REDIRECT_OUT) ?? 0) : 'closed'}`;
+    if (key !== this.loadedKey) {
+      try {
+        await this.must('nft', ['-f', '-'], renderBridgeRedirect(this.config.table, ports, usable));
+      } catch (e) {
+        this.healthy = false;
+        if (pairError === undefined) throw e;
+        throw new NetpoldError('NETPOLD_E_INTERCEPTION', `${(pairError as Error).message}; and closing the bridge ports instead failed too: ${(e as Error).message}`);
+      }
+      this.loadedKey = key;
+      this.hookedPorts = ports;
+      this.log?.debug({ ports, closed: !usable }, 'bridge ports hooked');
+    }
+    // Ready only when every port is redirected: none closed, none unhookable.
+    const unhookable = [...this.unhookable].some((p) => present.some((b) => this.sys.ports(b)?.includes(p)));
+    this.healthy = usable && !unhookable;
+    if (!usable) throw pairError;
+  }
+
+  /** The FDB refresh, beside the sync (never holding it up), one at a time. */
+  private refreshSoon(): Promise<void> {
+    if (this.refreshing) return this.refreshing;
+    const p = this.refreshFdb(this.present).finally(() => {
+      this.refreshing = undefined;
+    });
+    this.refreshing = p;
+    return p;
   }
 
   /**
@@ -409,6 +437,7 @@ export class BridgeRedirect {
   private async tick(): Promise<void> {
     // A sync still running (slow nft): this tick is skipped, not queued behind it.
     if (this.syncing) return;
+    void this.refreshSoon();
     try {
       await this.sync();
       if (this.lastError !== undefined) this.log?.info({}, 'bridge ports hooked again');
@@ -421,19 +450,14 @@ export class BridgeRedirect {
     }
   }
 
-  /** Creates (or reuses, after a crash) the veth pair and makes its receiving end route. */
-  private async ensurePair(): Promise<void> {
-    const have = await this.sys.run('ip', ['link', 'show', 'dev', REDIRECT_OUT]);
-    if (have.code !== 0) await this.must('ip', ['link', 'add', REDIRECT_OUT, 'type', 'veth', 'peer', 'name', REDIRECT_IN]);
-    // Any frame a pod can send must fit (a veth drops what exceeds its MTU, GSO aside).
-    for (const dev of [REDIRECT_OUT, REDIRECT_IN]) await this.must('ip', ['link', 'set', 'dev', dev, 'mtu', '65535']);
-    await this.must('ip', ['link', 'set', 'dev', REDIRECT_IN, 'address', REDIRECT_MAC]);
-    await this.must('ip', ['addr', 'replace', REDIRECT_IN_V4, 'dev', REDIRECT_IN, 'scope', 'link']);
-    // Reverse-path filtering on IN at most loose: a pod's source address is routed via the
-    // bridge, not IN, which strict mode rejects; loose only asks that it be routable at all.
-    // The kernel applies the larger of "all" and IN's own value (IN starts with "default"'s),
-    // so IN set to 2 is loose whatever "all" says. Written only when the effective value is
-    // strict: the DaemonSet's /proc/sys is read-only, and the usual settings need nothing.
+  /**
+   * Reverse-path filtering on IN at most loose: a pod's source address is routed via the
+   * bridge, not IN, which strict mode rejects; loose only asks that it be routable at all.
+   * The kernel applies the larger of "all" and IN's own value (IN starts with "default"'s),
+   * so IN set to 2 is loose whatever "all" says. Written only when the effective value is
+   * strict: the DaemonSet's /proc/sys is read-only, and the usual settings need nothing.
+   */
+  private ensureLooseRpFilter(): void {
     const key = `net/ipv4/conf/${REDIRECT_IN}/rp_filter`;
     const all = Number(this.sys.readSysctl('net/ipv4/conf/all/rp_filter') ?? '0');
     const own = Number(this.sys.readSysctl(key) ?? '0');
@@ -443,10 +467,21 @@ export class BridgeRedirect {
       } catch (e) {
         throw new NetpoldError(
           'NETPOLD_E_INTERCEPTION',
-          `${REDIRECT_IN}'s reverse-path filter is strict (net.ipv4.conf.all.rp_filter ${all}, its own ${own}, from net.ipv4.conf.default.rp_filter) and setting net.ipv4.conf.${REDIRECT_IN}.rp_filter to 2 failed (${(e as NodeJS.ErrnoException).code ?? String(e)}): pod traffic taken off the bridge would be dropped. Set net.ipv4.conf.default.rp_filter to 2 (or 0) on the node, or give the agent a writable /proc/sys; or run with --pod-bridges off (pods on the bridge are then not enforced)`,
+          `${REDIRECT_IN}'s reverse-path filter is strict (net.ipv4.conf.all.rp_filter ${all}, its own ${own}, from net.ipv4.conf.default.rp_filter) and setting net.ipv4.conf.${REDIRECT_IN}.rp_filter to 2 failed (${(e as NodeJS.ErrnoException).code ?? String(e)}): pod traffic taken off the bridge would be dropped. Set net.ipv4.conf.default.rp_filter to 2${all === 1 ? '' : ' (or 0)'} on the node, or give the agent a writable /proc/sys; or run with --pod-bridges off (pods on the bridge are then not enforced)`,
         );
       }
     }
+  }
+
+  /** Creates (or reuses, after a crash) the veth pair and makes its receiving end route. */
+  private async ensurePair(): Promise<void> {
+    const have = await this.sys.run('ip', ['link', 'show', 'dev', REDIRECT_OUT]);
+    if (have.code !== 0) await this.must('ip', ['link', 'add', REDIRECT_OUT, 'type', 'veth', 'peer', 'name', REDIRECT_IN]);
+    // Any frame a pod can send must fit (a veth drops what exceeds its MTU, GSO aside).
+    for (const dev of [REDIRECT_OUT, REDIRECT_IN]) await this.must('ip', ['link', 'set', 'dev', dev, 'mtu', '65535']);
+    await this.must('ip', ['link', 'set', 'dev', REDIRECT_IN, 'address', REDIRECT_MAC]);
+    await this.must('ip', ['addr', 'replace', REDIRECT_IN_V4, 'dev', REDIRECT_IN, 'scope', 'link']);
+    this.ensureLooseRpFilter();
     for (const dev of [REDIRECT_OUT, REDIRECT_IN]) await this.must('ip', ['link', 'set', 'dev', dev, 'up']);
     this.pairReady = true;
   }
@@ -456,6 +491,7 @@ export class BridgeRedirect {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     while (this.syncing) await this.syncing.catch(() => undefined);
+    while (this.refreshing) await this.refreshing.catch(() => undefined);
     return this.remove();
   }
 
@@ -471,7 +507,7 @@ export class BridgeRedirect {
       const r = await this.sys.run('ip', ['link', 'del', 'dev', REDIRECT_OUT]);
       if (r.code !== 0) problems.push(`ip link del ${REDIRECT_OUT}: ${r.stderr.trim()}`);
     }
-    this.loaded = undefined;
+    this.loadedKey = undefined;
     this.hookedPorts = [];
     this.pairReady = false;
     return problems;

@@ -69,6 +69,9 @@ export const execRunner: CommandRunner = (cmd, args, input) =>
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code !== 0 && !stderr ? err.message : '') });
     });
+    // A child that exits without reading its input (EPIPE) must not take the agent down: its exit
+    // status says what went wrong.
+    child.stdin?.on('error', () => undefined);
     if (input !== undefined) child.stdin?.end(input);
   });
 
