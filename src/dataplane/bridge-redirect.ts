@@ -217,6 +217,7 @@ export class BridgeRedirect {
   private refreshing: Promise<void> | undefined;
   /** False while the pods' traffic cannot be redirected (closed instead) or the table not updated. */
   private healthy = true;
+  /** Ports reported as unhookable (each once). */
   private readonly unhookable = new Set<string>();
   private readonly fdbRefreshedAt = new Map<string, number>();
   private readonly fdbError = new Map<string, string>();
@@ -296,13 +297,18 @@ export class BridgeRedirect {
   private async syncOnce(): Promise<void> {
     const present: string[] = [];
     const all = new Set<string>();
+    let unhookable = 0;
     for (const b of this.config.bridges) {
       const ports = this.sys.ports(b);
       if (ports === undefined) continue;
       present.push(b);
       for (const p of ports) {
-        if (isPortName(p)) all.add(p);
-        else if (!this.unhookable.has(p)) {
+        if (isPortName(p)) {
+          all.add(p);
+          continue;
+        }
+        unhookable++;
+        if (!this.unhookable.has(p)) {
           // Said, not skipped in silence: its pod's traffic on the bridge is not enforced.
           this.unhookable.add(p);
           this.log?.error(
@@ -368,8 +374,7 @@ export class BridgeRedirect {
       this.log?.debug({ ports, closed: !usable }, 'bridge ports hooked');
     }
     // Ready only when every port is redirected: none closed, none unhookable.
-    const unhookable = [...this.unhookable].some((p) => present.some((b) => this.sys.ports(b)?.includes(p)));
-    this.healthy = usable && !unhookable;
+    this.healthy = usable && unhookable === 0;
     if (!usable) throw pairError;
   }
 
