@@ -158,6 +158,15 @@ describe('netpold demo', () => {
     expect(r.out).toContain('changed: production/api -> production/backend: denied -> allowed');
     expect(r.out).toContain('[NETPOLD_E_UNKNOWN_FIELD]');
   });
+
+  it('--bridge: the live part with the pods on a Linux bridge agrees with the computed matrices too', async () => {
+    const r = await cli('demo', '--bridge');
+    expect(r.code).toBe(0);
+    // Without root (or iproute2, nftables, the addon) the live part is skipped, and says so.
+    if (process.getuid?.() !== 0) return void expect(r.out).toContain('Live enforcement part skipped');
+    expect(r.out).toContain('their veths on a Linux bridge cni0');
+    expect(r.out).toContain('Live and computed agree.');
+  }, 60_000);
 });
 
 describe('the installed command', () => {

@@ -22,7 +22,7 @@ import { computeMatrix, formatMatrix, type Matrix } from './matrix.js';
 
 const PORT = 8080;
 
-export async function runDemo(io: Io, o: { manifests?: string[]; live?: boolean }): Promise<number> {
+export async function runDemo(io: Io, o: { manifests?: string[]; live?: boolean; bridge?: boolean }): Promise<number> {
   const root = packageRoot();
   const base = o.manifests ?? [join(root, 'examples/demo')];
   const state = loadOrReport(io, base, false);
@@ -60,7 +60,7 @@ export async function runDemo(io: Io, o: { manifests?: string[]; live?: boolean 
     say('', `Live enforcement part skipped: it needs ${missing.length ? missing.join(', ') : 'to be asked for (drop --no-live)'}.`);
     computedOnlyChange(say, root, base, snap);
   } else {
-    code = await liveDemo(say, root, state);
+    code = await liveDemo(say, root, state, o.bridge === true);
   }
 
   say('', 'Manifests copied from a seed document are rejected with the reason, never half-applied:');
@@ -77,7 +77,7 @@ function computedOnlyChange(say: (...lines: string[]) => void, root: string, bas
   printChanges(say, computeMatrix(snap, before.pods, 'TCP', PORT, 4), computeMatrix(snap2, after.pods, 'TCP', PORT, 4));
 }
 
-async function liveDemo(say: (...lines: string[]) => void, root: string, state: ClusterState): Promise<number> {
+async function liveDemo(say: (...lines: string[]) => void, root: string, state: ClusterState, bridge: boolean): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'netpold-demo-'));
   cpSync(join(root, 'examples/demo'), dir, { recursive: true });
   let lab: Lab | undefined;
@@ -90,8 +90,13 @@ async function liveDemo(say: (...lines: string[]) => void, root: string, state: 
   const onSignal = (): void => void cleanup().finally(() => process.exit(130));
   process.once('SIGINT', onSignal);
   try {
-    say('', 'Building a lab node: one network namespace per pod, a node namespace routing between them...');
-    lab = await Lab.up({ id: `d${process.pid % 100000}`, manifests: [dir], nodeName: 'node-a', ports: [PORT] });
+    say(
+      '',
+      bridge
+        ? 'Building a lab node: one network namespace per pod, their veths on a Linux bridge cni0 in the node namespace (Flannel style)...'
+        : 'Building a lab node: one network namespace per pod, a node namespace routing between them...',
+    );
+    lab = await Lab.up({ id: `d${process.pid % 100000}`, manifests: [dir], nodeName: 'node-a', ports: [PORT], bridge });
     say(`Starting the agent in ${lab.nodeNamespace} (nftables TPROXY, transparent relays)...`);
     agent = AgentProcess.start(lab.nodeNamespace, ['--manifests', dir, '--node-name', 'node-a']);
     await agent.waitFor((l) => l.msg === 'ready');

@@ -63,6 +63,7 @@ function build(io: Io, setResult: (code: number) => void): Command {
     .description('a guided tour on the embedded example manifests')
     .option('--manifests <paths...>', 'show the computed reachability of these manifests instead')
     .option('--no-live', 'skip the live part (lab + agent), even as root')
+    .option('--bridge', 'the live part with the pods on a Linux bridge (Flannel style) instead of routed veths')
     .action(async (o) => setResult(await runDemo(io, o)));
 
   registerExplain(program, io, setResult);
