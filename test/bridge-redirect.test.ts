@@ -223,7 +223,7 @@ describe('bridge redirect: following the bridges', () => {
     const f = fake({}, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
     let writable = false;
     f.sys = { ...f.sys, sysctl: (k, v) => { if (!writable) throw Object.assign(new Error('read-only'), { code: 'EROFS' }); f.sysctls.set(k, v); } };
-    const r = new BridgeRedirect(config, f.sys, undefined);
+    const r = new BridgeRedirect({ ...config, pairRetryMs: 0 }, f.sys, undefined);
     await r.start();
     f.bridges.set('cni0', ['veth1']);
     await expect(r.sync()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION' });
@@ -237,15 +237,18 @@ describe('bridge redirect: following the bridges', () => {
     await r.stop();
   });
 
-  it('while the pair cannot be made: closed once (not reloaded every poll), the half-made pair removed each time; the bridge gone: open and ready again', async () => {
+  it.each([
+    [0, 3],
+    [undefined, 1], // the default: one attempt per 5 s (each makes and removes a veth pair)
+  ])('while the pair cannot be made (retry every %s ms): closed once (not reloaded every poll), the half-made pair removed at each of %i attempts; the bridge gone: open and ready again', async (pairRetryMs, attempts) => {
     const f = fake({}, { [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '1' });
     f.sys = { ...f.sys, sysctl: () => { throw Object.assign(new Error('read-only'), { code: 'EROFS' }); } };
-    const r = new BridgeRedirect(config, f.sys, undefined);
+    const r = new BridgeRedirect({ ...config, ...(pairRetryMs === undefined ? {} : { pairRetryMs }) }, f.sys, undefined);
     await r.start();
     f.bridges.set('cni0', ['veth1']);
     for (let i = 0; i < 3; i++) await expect(r.sync()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION' });
     expect(f.calls.filter((c) => c === 'nft -f -').length).toBe(1);
-    expect(f.calls.filter((c) => c === `ip link del dev ${REDIRECT_OUT}`).length).toBe(3);
+    expect(f.calls.filter((c) => c === `ip link del dev ${REDIRECT_OUT}`).length).toBe(attempts);
     expect(r.ok).toBe(false);
     f.bridges.delete('cni0');
     await r.sync();
@@ -258,7 +261,7 @@ describe('bridge redirect: following the bridges', () => {
     const f = fake({ cni0: ['veth1'] }, { 'net/ipv4/conf/all/rp_filter': '0', [`net/ipv4/conf/${REDIRECT_IN}/rp_filter`]: '0' });
     let writable = true;
     f.sys = { ...f.sys, sysctl: (k, v) => { if (!writable) throw Object.assign(new Error('read-only'), { code: 'EROFS' }); f.sysctls.set(k, v); } };
-    const r = new BridgeRedirect(config, f.sys, undefined);
+    const r = new BridgeRedirect({ ...config, pairRetryMs: 0 }, f.sys, undefined);
     await r.start();
     f.sysctls.set('net/ipv4/conf/all/rp_filter', '1');
     await r.sync();
@@ -331,6 +334,35 @@ describe('bridge redirect: following the bridges', () => {
     await r.stop();
   });
 
+  it('a table that could not be loaded for a bridge that then went away: ready again (nothing left to hook)', async () => {
+    const f = fake();
+    const r = new BridgeRedirect(config, f.sys, undefined);
+    await r.start();
+    f.bridges.set('cni0', ['veth1']);
+    f.failNft.message = 'Error: boom';
+    await expect(r.sync()).rejects.toMatchObject({ code: 'NETPOLD_E_INTERCEPTION' });
+    expect(r.ok).toBe(false);
+    f.bridges.delete('cni0');
+    await r.sync();
+    expect(r.ok).toBe(true);
+    await r.stop();
+  });
+
+  it('a forwarding-entry refresh that hangs does not hold up hooking a new port', async () => {
+    const base = fake({ cni0: ['veth1'] });
+    let release: () => void = () => undefined;
+    const hung = new Promise<{ code: number; stdout: string; stderr: string }>((res) => (release = () => res({ code: 0, stdout: '[]', stderr: '' })));
+    const sys: BridgeSystem = { ...base.sys, run: async (cmd, args, input) => (cmd === 'bridge' ? hung : base.sys.run(cmd, args, input)) };
+    const r = new BridgeRedirect({ ...config, pollMs: 5 }, sys, undefined);
+    await r.start();
+    base.bridges.set('cni0', ['veth1', 'veth2']);
+    const deadline = Date.now() + 3_000;
+    while (r.hooked.length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+    expect(r.hooked).toEqual(['veth1', 'veth2']);
+    release();
+    await r.stop();
+  });
+
   it('off (no bridges configured): nothing is hooked; a bridge of the usual names is reported as unenforced; a crashed run\'s table and pair are removed', async () => {
     const f = fake({ cni0: ['veth1'] });
     f.pair.exists = true;
@@ -389,12 +421,16 @@ describe('bridge redirect: following the bridges', () => {
     ]);
     const r = new BridgeRedirect(config, f.sys, undefined);
     await r.start();
+    await r.refresh(); // the one start set going
     const batch = f.calls.indexOf('bridge -force -batch -');
     expect(f.calls.slice(batch - 1, batch + 1)).toEqual(['bridge -j fdb show br cni0', 'bridge -force -batch -']);
     expect(f.inputs.at(-1)).toBe('fdb replace 02:00:00:00:00:01 dev veth1 master use\nfdb replace 02:00:00:00:00:02 dev veth2 master use vlan 1\n');
     const n = f.calls.length;
-    await r.sync();
-    expect(f.calls.length).toBe(n); // not again within the period
+    await r.refresh();
+    expect(f.calls.length).toBe(n); // not again within the period (100 s)
+    f.sysFiles.set('/sys/class/net/cni0/bridge/ageing_time', '0'); // a hub: nothing to keep
+    await r.refresh();
+    expect(f.calls.length).toBe(n);
     await r.stop();
     expect(parseFdb('not json')).toEqual([]);
     expect(parseFdb('{"mac": 1}')).toEqual([]);

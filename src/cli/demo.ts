@@ -37,6 +37,7 @@ export async function runDemo(io: Io, o: { manifests?: string[]; live?: boolean;
   const snap = compile(state, { revision: 1, localNode: 'node-a' });
   const s = snap.stats;
   say(`compiled in ${s.compileMs.toFixed(2)} ms: ${s.identities} identities, ${s.selectors} selectors, ${s.ruleGroups} rule groups`);
+  if (o.bridge === true && (o.manifests !== undefined || o.live === false)) say('(--bridge changes the live part only, which this run skips)');
   if (o.manifests) {
     say('', `Who can reach whom on TCP/${PORT} (computed):`, formatMatrix(computeMatrix(snap, state.pods, 'TCP', PORT, 4)));
     return EXIT_OK;

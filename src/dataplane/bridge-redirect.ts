@@ -63,6 +63,8 @@ export interface BridgeRedirectConfig {
   /** Bridges whose ports are redirected; empty: none (pods on them are not enforced: logged). */
   readonly bridges: readonly string[];
   readonly pollMs: number;
+  /** While the pair cannot be made: how long between attempts (default 5 s; each makes and removes a veth pair). */
+  readonly pairRetryMs?: number;
 }
 
 /** What the redirect needs from the system (real by default; fakes in tests). */
@@ -215,6 +217,9 @@ export class BridgeRedirect {
   /** The bridges found by the last sync. */
   private present: readonly string[] = [];
   private refreshing: Promise<void> | undefined;
+  /** The pair's last failure while closed, and when to try again. */
+  private pairError: unknown;
+  private pairRetryAt = 0;
   /** False while the pods' traffic cannot be redirected (closed instead) or the table not updated. */
   private healthy = true;
   /** Ports reported as unhookable (each once). */
@@ -276,7 +281,7 @@ export class BridgeRedirect {
     }
     if (err !== undefined) throw err;
     if (this.config.bridges.length === 0) return;
-    await this.refreshSoon();
+    void this.refresh();
     this.timer = setInterval(() => void this.tick(), this.config.pollMs);
     this.timer.unref();
   }
@@ -320,6 +325,8 @@ export class BridgeRedirect {
     }
     const ports = [...all].sort();
     this.present = present;
+    // Reported again if one comes back after it went.
+    for (const p of [...this.unhookable]) if (!present.some((b) => this.sys.ports(b)?.includes(p))) this.unhookable.delete(p);
     if (present.join(',') !== this.reportedBridges) {
       this.reportedBridges = present.join(',');
       if (present.length > 0) {
@@ -335,7 +342,10 @@ export class BridgeRedirect {
     }
     // Nothing of ours is loaded and there is no bridge: nothing to do (a crashed run's leftovers
     // went in start()). Otherwise the table follows the ports, an empty one included.
-    if (present.length === 0 && this.loadedKey === undefined) return;
+    if (present.length === 0 && this.loadedKey === undefined) {
+      this.healthy = true;
+      return;
+    }
 
     // The pair, while there are ports: made when missing (deleted by hand or by a network
     // manager: made again), and its reverse-path filter checked every time ("all" may change).
@@ -345,14 +355,21 @@ export class BridgeRedirect {
         if (this.pairReady) this.log?.warn({ interface: REDIRECT_OUT }, 'the veth pair of the bridge redirect is gone: making it again');
         this.pairReady = false;
       }
-      try {
-        if (!this.pairReady) await this.ensurePair();
-        else this.ensureLooseRpFilter();
-      } catch (e) {
-        pairError = e;
-        // Not kept half made: the next attempt starts afresh (and takes the current defaults).
-        if (!this.pairReady) await this.sys.run('ip', ['link', 'del', 'dev', REDIRECT_OUT]);
-        this.pairReady = false;
+      if (!this.pairReady && this.pairError !== undefined && Date.now() < this.pairRetryAt) {
+        pairError = this.pairError; // closed until the next attempt
+      } else {
+        try {
+          if (!this.pairReady) await this.ensurePair();
+          else this.ensureLooseRpFilter();
+          this.pairError = undefined;
+        } catch (e) {
+          pairError = e;
+          // Not kept half made: the next attempt starts afresh (and takes the current defaults).
+          if (!this.pairReady) await this.sys.run('ip', ['link', 'del', 'dev', REDIRECT_OUT]);
+          this.pairReady = false;
+          this.pairError = e;
+          this.pairRetryAt = Date.now() + (this.config.pairRetryMs ?? 5_000);
+        }
       }
     }
     const usable = pairError === undefined;
@@ -378,12 +395,17 @@ export class BridgeRedirect {
     if (!usable) throw pairError;
   }
 
-  /** The FDB refresh, beside the sync (never holding it up), one at a time. */
-  private refreshSoon(): Promise<void> {
+  /**
+   * Keeps the bridges' forwarding entries alive when due (see refreshFdb): beside the sync, never
+   * holding it up, one at a time; never rejects.
+   */
+  refresh(): Promise<void> {
     if (this.refreshing) return this.refreshing;
-    const p = this.refreshFdb(this.present).finally(() => {
-      this.refreshing = undefined;
-    });
+    const p = this.refreshFdb(this.present)
+      .catch((e: unknown) => this.log?.error({ code: 'NETPOLD_E_INTERCEPTION', error: e instanceof Error ? e.message : String(e) }, "keeping the bridge's forwarding entries alive failed"))
+      .finally(() => {
+        this.refreshing = undefined;
+      });
     this.refreshing = p;
     return p;
   }
@@ -442,7 +464,7 @@ export class BridgeRedirect {
   private async tick(): Promise<void> {
     // A sync still running (slow nft): this tick is skipped, not queued behind it.
     if (this.syncing) return;
-    void this.refreshSoon();
+    void this.refresh();
     try {
       await this.sync();
       if (this.lastError !== undefined) this.log?.info({}, 'bridge ports hooked again');

@@ -35,7 +35,7 @@ export function readinessCheck(agent: HealthView, revision: number): Check {
                 : agent.phase === 'starting'
                   ? 'interception not installed yet'
                   : agent.interceptionDegraded === true && agent.phase === 'enforcing'
-                    ? 'pods on a bridge are not redirected (their traffic is dropped or a port is unhooked): see the log (NETPOLD_E_INTERCEPTION)'
+                    ? 'pods on a bridge are not redirected (their traffic is dropped, or a port cannot be hooked): see the log (NETPOLD_E_INTERCEPTION, NETPOLD_E_UNSUPPORTED_NODE)'
                     : `agent is ${agent.phase}`,
           }),
     },

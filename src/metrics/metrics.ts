@@ -135,7 +135,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: 'netpold_interception_degraded',
-      help: '1 while pods on a Linux bridge cannot be redirected: their IP traffic is dropped instead, or a new bridge port is not hooked (see the log, NETPOLD_E_INTERCEPTION); /readyz fails meanwhile.',
+      help: '1 while pods on a Linux bridge cannot be redirected: their IP traffic is dropped instead, or a bridge port is not hooked (see the log: NETPOLD_E_INTERCEPTION, NETPOLD_E_UNSUPPORTED_NODE); /readyz fails meanwhile.',
       registers,
       collect() {
         this.set(p()?.agent.interceptionDegraded ? 1 : 0);
