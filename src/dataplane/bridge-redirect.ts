@@ -11,11 +11,13 @@
 // (Both seen on this project's test kernel; the second is what Flannel nodes have.)
 //
 // So the agent takes pod traffic off the bridge before the bridge sees it: a netdev ingress
-// chain on every port of the bridge (the pods' veths) sends each unicast IP frame, with its
-// destination MAC rewritten, through a veth pair of ours (npd-fwd0 -> npd-in0). It arrives on
-// npd-in0 as if routed there, and takes the same path as pod traffic on a routed CNI: conntrack,
-// kube-proxy's DNAT, our divert chain and TPROXY, all once. What the agent relays to a pod
-// leaves through the bridge as usual (routes to pods point at it).
+// chain on every port of the bridge (the pods' veths) sends each IP packet, whatever MAC it was
+// sent to, with its destination MAC rewritten, through a veth pair of ours (npd-fwd0 ->
+// npd-in0). It arrives on npd-in0 as if routed there, and takes the same path as pod traffic on
+// a routed CNI: conntrack, kube-proxy's DNAT, our divert chain and TPROXY, all once. What the
+// agent relays to a pod leaves through the bridge as usual (routes to pods point at it). When
+// the pair cannot be made, the chain drops the pods' IP traffic instead (closed, never open)
+// and the agent reports itself not ready.
 //
 // Left on the bridge: ARP and other non-IP frames, and the ICMP, IGMP and ICMPv6 of multicast,
 // broadcast and link-local traffic (neighbour discovery, MLD). Dropped: VLAN-tagged frames (a
