@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeMatrix } from '../src/cli/matrix.js';
-import { computed, DEMO_PROBES, expectLiveMatrix, liveMatrix, upDemoLab } from './support/matrix.js';
+import { computed, DEMO_PROBES, expectLiveMatrix, liveMatrix, downDemoLab, upDemoLab } from './support/matrix.js';
 import { nativeAddonPath } from '../src/dataplane/native.js';
 import { Lab } from '../src/lab/lab.js';
 import { exec, labRequirementsMissing, sysctls } from '../src/lab/sys.js';
@@ -70,12 +70,7 @@ describe.skipIf(skip).each(['js', 'splice'])('agent on the demo cluster (--relay
     await agent.waitFor((r) => r.msg === 'ready');
   }, 60_000);
 
-  afterAll(async () => {
-    for (const p of procs) p.kill('SIGKILL');
-    await agent?.stop();
-    await lab?.down();
-    rmSync(dir, { recursive: true, force: true });
-  }, 60_000);
+  afterAll(() => downDemoLab(procs, agent, lab, dir), 60_000);
 
   it.each(DEMO_PROBES)('live matrix on %s/%s IPv%s equals netpold matrix', (port, protocol, family) => expectLiveMatrix(lab, [dir], port, protocol, family, 'node-a'));
 

@@ -4,9 +4,9 @@
 // off the bridge (src/dataplane/bridge-redirect.ts) and enforces it like on a routed node.
 // Needs root, iproute2, nftables and the native addon; skips with a message otherwise.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { computed, DEMO_PROBES, expectLiveMatrix, upDemoLab } from './support/matrix.js';
+import { computed, DEMO_PROBES, expectLiveMatrix, downDemoLab, upDemoLab } from './support/matrix.js';
 import { REDIRECT_IN, REDIRECT_OUT } from '../src/dataplane/bridge-redirect.js';
 import { nativeAddonPath } from '../src/dataplane/native.js';
 import { AgentProcess } from '../src/lab/agent-process.js';
@@ -136,12 +136,7 @@ describe.skipIf(skip)('agent on a bridged node (pods on cni0, br_netfilter on)',
     await sysctls(lab.nodeNamespace, { 'net.ipv4.conf.all.rp_filter': 1, 'net.ipv4.conf.default.rp_filter': 1 });
   }, 60_000);
 
-  afterAll(async () => {
-    for (const p of procs) p.kill('SIGKILL');
-    await agent?.stop();
-    await lab?.down();
-    rmSync(dir, { recursive: true, force: true });
-  }, 60_000);
+  afterAll(() => downDemoLab(procs, agent, lab, dir), 60_000);
 
   it('without the agent, the lab is really bridged: pods resolve each other on the link, and what policy denies connects', async () => {
     const node = lab.nodeNamespace;

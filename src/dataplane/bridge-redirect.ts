@@ -304,7 +304,7 @@ export class BridgeRedirect {
   private async syncOnce(): Promise<void> {
     const present: string[] = [];
     const all = new Set<string>();
-    let unhookable = 0;
+    const unhookable = new Set<string>();
     for (const b of this.config.bridges) {
       const ports = this.sys.ports(b);
       if (ports === undefined) continue;
@@ -314,7 +314,7 @@ export class BridgeRedirect {
           all.add(p);
           continue;
         }
-        unhookable++;
+        unhookable.add(p);
         if (!this.unhookable.has(p)) {
           // Said, not skipped in silence: its pod's traffic on the bridge is not enforced.
           this.unhookable.add(p);
@@ -328,7 +328,7 @@ export class BridgeRedirect {
     const ports = [...all].sort();
     this.present = present;
     // Reported again if one comes back after it went.
-    for (const p of [...this.unhookable]) if (!present.some((b) => this.sys.ports(b)?.includes(p))) this.unhookable.delete(p);
+    for (const p of [...this.unhookable]) if (!unhookable.has(p)) this.unhookable.delete(p);
     if (present.join(',') !== this.reportedBridges) {
       this.reportedBridges = present.join(',');
       if (present.length > 0) {
@@ -393,7 +393,7 @@ export class BridgeRedirect {
       this.log?.debug({ ports, closed: !usable }, 'bridge ports hooked');
     }
     // Ready only when every port is redirected: none closed, none unhookable.
-    this.healthy = usable && unhookable === 0;
+    this.healthy = usable && unhookable.size === 0;
     if (!usable) throw pairError;
   }
 

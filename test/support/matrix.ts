@@ -1,9 +1,11 @@
 // Computed and live reachability matrices, for the end-to-end tests that compare them.
-import { cpSync, mkdtempSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { computeMatrix } from '../../src/cli/matrix.js';
+import type { AgentProcess } from '../../src/lab/agent-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { packageRoot } from '../../src/lab/sys.js';
 import type { Protocol } from '../../src/model/types.js';
@@ -59,4 +61,12 @@ export async function upDemoLab(id: string, options: { readonly bridge?: boolean
   cpSync(join(packageRoot(), 'examples/demo'), dir, { recursive: true });
   const lab = await Lab.up({ id, manifests: [dir], nodeName: 'node-a', ports: [8080, 53], ...options });
   return { lab, dir };
+}
+
+/** Undoes upDemoLab and what ran in it: processes killed, the agent stopped, lab and folder gone. */
+export async function downDemoLab(procs: readonly ChildProcess[], agent: AgentProcess | undefined, lab: Lab | undefined, dir: string | undefined): Promise<void> {
+  for (const p of procs) p.kill('SIGKILL');
+  await agent?.stop();
+  await lab?.down();
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
 }
